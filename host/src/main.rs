@@ -1,1 +1,64 @@
-fn main() {}
+//! The `hybox` binary.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use hybox_host::commands::{self, Cli, Command};
+use hybox_host::server::{self, ServeConfig};
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("HYBOX_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hybox: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(70);
+        }
+    };
+    let result: anyhow::Result<i32> = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve {
+                listen,
+                token,
+                lazy,
+                dirs,
+            } => {
+                server::run(ServeConfig {
+                    listen,
+                    data_dir: dirs.data_dir(),
+                    cache_dir: dirs.cache_dir(),
+                    token,
+                    eager: !lazy,
+                })
+                .await?;
+                Ok(0)
+            }
+            Command::Prepare { dirs } => {
+                let cache = dirs.cache_dir();
+                tokio::task::spawn_blocking(move || commands::prepare::run(&cache)).await??;
+                Ok(0)
+            }
+            Command::Exec(a) => commands::client_verbs_exec(a).await,
+            Command::Run(a) => commands::client_verbs_run(a).await,
+            Command::Ls { server } => commands::client_verbs_ls(server).await,
+            Command::Rm { sandbox, server } => commands::client_verbs_rm(&sandbox, server).await,
+            Command::Bench(a) => commands::bench::run(a).await,
+        }
+    });
+    match result {
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("hybox: {}", commands::describe(&e));
+            std::process::ExitCode::from(1)
+        }
+    }
+}

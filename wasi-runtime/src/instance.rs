@@ -129,7 +129,10 @@ pub(crate) fn instantiate(
             FsPerms::ReadOnly
         };
         b.preopened_dir(&m.host, &m.guest, perms).map_err(|e| {
-            Error::engine(format!("cannot open {} for the guest: {e}", m.host.display()))
+            Error::engine(format!(
+                "cannot open {} for the guest: {e}",
+                m.host.display()
+            ))
         })?;
     }
     let state = GuestState {

@@ -116,7 +116,12 @@ fn stdout_writer(run: &RunShared, tools: Arc<dyn ToolHost>, signals: Sender<Sign
 }
 
 /// Writes `args` into guest memory as a C `argv` and returns (argc, argv pointer).
-fn write_argv(live: &mut Live, memory: Memory, malloc: &TypedFunc<i32, i32>, args: &[String]) -> wasmtime::Result<(i32, i32)> {
+fn write_argv(
+    live: &mut Live,
+    memory: Memory,
+    malloc: &TypedFunc<i32, i32>,
+    args: &[String],
+) -> wasmtime::Result<(i32, i32)> {
     let mut ptrs = Vec::with_capacity(args.len());
     for a in args {
         let mut bytes = a.as_bytes().to_vec();
@@ -169,10 +174,8 @@ impl JsSession {
             .spawn(move || {
                 let run = thread_run;
                 let stop_run = run.clone();
-                let stdin = ChannelInput::new(
-                    stdin_rx,
-                    Arc::new(move || stop_run.should_stop().is_some()),
-                );
+                let stdin =
+                    ChannelInput::new(stdin_rx, Arc::new(move || stop_run.should_stop().is_some()));
                 let out = stdout_writer(&run, spec.tools.clone(), sig_tx.clone());
                 let err_run = run.clone();
                 let err: WriteFn = Arc::new(move |b: &[u8]| err_run.write(Stream::Stderr, b));

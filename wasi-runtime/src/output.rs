@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
 use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
-use bytes::Bytes;
 
 /// Where written bytes go: a closure, so the JS route can take protocol frames out first.
 pub(crate) type WriteFn = Arc<dyn Fn(&[u8]) + Send + Sync>;
@@ -62,7 +62,11 @@ impl OutputStream for OutputSink {
 }
 
 impl AsyncWrite for OutputSink {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         (self.0)(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -109,7 +113,10 @@ impl ChannelInput {
 
     /// Blocks until bytes arrive; `Ok(None)` at end of input; `Err` when the run was stopped.
     fn read_some(&self, max: usize) -> Result<Option<Vec<u8>>, ()> {
-        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         while inner.pending.is_empty() {
             match inner.rx.recv_timeout(Duration::from_millis(10)) {
                 Ok(bytes) => inner.pending = bytes,
@@ -152,7 +159,9 @@ impl InputStream for ChannelInput {
         match self.read_some(size.max(1)) {
             Ok(Some(bytes)) => Ok(Bytes::from(bytes)),
             Ok(None) => Err(StreamError::Closed),
-            Err(()) => Err(StreamError::Trap(wasmtime::Error::new(crate::engine::StopTrap))),
+            Err(()) => Err(StreamError::Trap(wasmtime::Error::new(
+                crate::engine::StopTrap,
+            ))),
         }
     }
 }

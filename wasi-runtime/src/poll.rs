@@ -102,7 +102,10 @@ fn plan(subs: &[Sub]) -> Plan {
     let events = subs
         .iter()
         .filter_map(|s| match *s {
-            Sub::Clock { userdata, wait_ns: w } if w <= wait_ns => Some((userdata, TAG_CLOCK)),
+            Sub::Clock {
+                userdata,
+                wait_ns: w,
+            } if w <= wait_ns => Some((userdata, TAG_CLOCK)),
             _ => None,
         })
         .collect();
@@ -133,14 +136,17 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
                 return Ok(EFAULT);
             };
             let mut raw = vec![0u8; n * SUBSCRIPTION_SIZE];
-            if memory.read(&caller, in_ptr as u32 as usize, &mut raw).is_err() {
+            if memory
+                .read(&caller, in_ptr as u32 as usize, &mut raw)
+                .is_err()
+            {
                 return Ok(EFAULT);
             }
             let realtime = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-            let monotonic = u64::try_from(caller.data().clock_origin.elapsed().as_nanos())
-                .unwrap_or(u64::MAX);
+            let monotonic =
+                u64::try_from(caller.data().clock_origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
             let subs = match decode(&raw, realtime, monotonic) {
                 Ok(s) => s,
                 Err(errno) => return Ok(errno),
@@ -169,9 +175,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
                 out.extend_from_slice(&event);
             }
             let count = u32::try_from(plan.events.len()).unwrap_or(0);
-            if memory.write(&mut caller, out_ptr as u32 as usize, &out).is_err()
+            if memory
+                .write(&mut caller, out_ptr as u32 as usize, &out)
+                .is_err()
                 || memory
-                    .write(&mut caller, nevents_ptr as u32 as usize, &count.to_le_bytes())
+                    .write(
+                        &mut caller,
+                        nevents_ptr as u32 as usize,
+                        &count.to_le_bytes(),
+                    )
                     .is_err()
             {
                 return Ok(EFAULT);
@@ -205,8 +217,14 @@ mod tests {
         assert_eq!(
             subs,
             vec![
-                Sub::Clock { userdata: 1, wait_ns: 5_000 },
-                Sub::Clock { userdata: 2, wait_ns: 3_000 },
+                Sub::Clock {
+                    userdata: 1,
+                    wait_ns: 5_000
+                },
+                Sub::Clock {
+                    userdata: 2,
+                    wait_ns: 3_000
+                },
             ]
         );
         let p = plan(&subs);

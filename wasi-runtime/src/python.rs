@@ -130,7 +130,9 @@ impl PythonSession {
             (end, out) => Err(Error::engine(format!(
                 "python shim failed ({end:?}): {}{}",
                 out.stderr.concat(),
-                out.error.map(|e| e.traceback.join("\n")).unwrap_or_default()
+                out.error
+                    .map(|e| e.traceback.join("\n"))
+                    .unwrap_or_default()
             ))),
         }
     }
@@ -159,8 +161,8 @@ impl PythonSession {
 
     fn call_turn(&mut self, source: &str) -> wasmtime::Result<i32> {
         let bytes = source.as_bytes();
-        let len = i32::try_from(bytes.len())
-            .map_err(|_| wasmtime::format_err!("source too large"))?;
+        let len =
+            i32::try_from(bytes.len()).map_err(|_| wasmtime::format_err!("source too large"))?;
         let ptr = self.alloc.call(&mut self.live.store, len)?;
         if ptr == 0 {
             wasmtime::bail!("guest could not allocate {len} bytes for the source");
@@ -177,7 +179,11 @@ impl PythonSession {
         limits: &RunLimits,
         sink: Option<EventSink>,
     ) -> (CallEnd<i32>, RunOutcome) {
-        self.turn(&format!("__hybox__.run({})\n", json_str(code)), limits, sink)
+        self.turn(
+            &format!("__hybox__.run({})\n", json_str(code)),
+            limits,
+            sink,
+        )
     }
 
     /// Runs a program (`-c`, a file, `-m`) and ends the instance with its exit status.

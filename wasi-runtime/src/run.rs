@@ -185,7 +185,9 @@ impl RunShared {
 
     pub fn lock(&self) -> MutexGuard<'_, RunState> {
         // A panic while holding this lock is a bug in hybox; the state is still plain data.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Starts a run: resets the outcome and arms the limits.

@@ -1,0 +1,317 @@
+//! The API's one error type and its one mapping to HTTP: an exhaustive `match` with no
+//! catch-all arm, so a new variant forces a decision about its status and code.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::files::FileError;
+use hybox_wasi_runtime::Error as WasmError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request body or query is malformed or has unknown fields.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The body is larger than the server accepts.
+    #[error("request body exceeds {limit} bytes")]
+    PayloadTooLarge {
+        /// The cap.
+        limit: u64,
+    },
+    /// A bearer token is required and was missing or wrong.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// No route matches the path.
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    /// The route exists but not with this method.
+    #[error("method {0} not allowed here")]
+    MethodNotAllowed(String),
+    /// A sandbox id breaks the id rules.
+    #[error("invalid sandbox id {id:?}: {why}")]
+    InvalidSandboxId {
+        /// The id as given.
+        id: String,
+        /// Which rule it breaks.
+        why: &'static str,
+    },
+    /// No sandbox has this id.
+    #[error("sandbox {0} not found")]
+    SandboxNotFound(String),
+    /// No code context has this id in the sandbox.
+    #[error("context {0} not found")]
+    ContextNotFound(String),
+    /// The language is not one hybox runs.
+    #[error("unsupported language {0:?} (python, javascript, typescript)")]
+    UnsupportedLanguage(String),
+    /// The command cannot run on any available route.
+    #[error("{reason}")]
+    RouteUnavailable {
+        /// Why, in the planner's words.
+        reason: String,
+    },
+    /// A file operation failed.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The run passed its deadline; what it produced so far is in `details`.
+    #[error("execution timed out after {timeout_ms} ms")]
+    Timeout {
+        /// The deadline that was hit.
+        timeout_ms: u64,
+        /// Partial output.
+        details: Value,
+    },
+    /// The run was cancelled (client gone or explicit cancel).
+    #[error("execution was cancelled")]
+    Cancelled {
+        /// Partial output.
+        details: Value,
+    },
+    /// The run printed more than the output cap.
+    #[error("output exceeded {limit} bytes")]
+    OutputLimit {
+        /// The cap.
+        limit: u64,
+        /// Partial output.
+        details: Value,
+    },
+    /// The guest hit its memory cap and could not go on.
+    #[error("the guest exceeded its memory limit")]
+    MemoryLimit {
+        /// Partial output.
+        details: Value,
+    },
+    /// The wasm route is not ready (guest artifacts missing or still loading failed).
+    #[error("the wasm route is unavailable: {0}")]
+    RuntimeUnavailable(String),
+    /// The wasm engine failed.
+    #[error("wasm route error")]
+    Wasm(#[source] WasmError),
+    /// Anything else: a bug or an environment failure. Logged with its chain; clients get
+    /// only the code.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// Stable code and HTTP status, decided in one place.
+    #[must_use]
+    pub fn code_and_status(&self) -> (&'static str, StatusCode) {
+        match self {
+            Self::InvalidRequest(_) => ("INVALID_REQUEST", StatusCode::BAD_REQUEST),
+            Self::PayloadTooLarge { .. } => ("PAYLOAD_TOO_LARGE", StatusCode::PAYLOAD_TOO_LARGE),
+            Self::Unauthorized => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
+            Self::RouteNotFound(_) => ("NOT_FOUND", StatusCode::NOT_FOUND),
+            Self::MethodNotAllowed(_) => ("METHOD_NOT_ALLOWED", StatusCode::METHOD_NOT_ALLOWED),
+            Self::InvalidSandboxId { .. } => ("INVALID_SANDBOX_ID", StatusCode::BAD_REQUEST),
+            Self::SandboxNotFound(_) => ("SANDBOX_NOT_FOUND", StatusCode::NOT_FOUND),
+            Self::ContextNotFound(_) => ("CONTEXT_NOT_FOUND", StatusCode::NOT_FOUND),
+            Self::UnsupportedLanguage(_) => ("UNSUPPORTED_LANGUAGE", StatusCode::BAD_REQUEST),
+            Self::RouteUnavailable { .. } => ("ROUTE_UNAVAILABLE", StatusCode::NOT_IMPLEMENTED),
+            Self::File(e) => (e.code(), file_status(e)),
+            Self::Timeout { .. } => ("TIMEOUT", StatusCode::REQUEST_TIMEOUT),
+            Self::Cancelled { .. } => ("CANCELLED", StatusCode::CONFLICT),
+            Self::OutputLimit { .. } => ("OUTPUT_LIMIT", StatusCode::PAYLOAD_TOO_LARGE),
+            Self::MemoryLimit { .. } => ("MEMORY_LIMIT", StatusCode::INSUFFICIENT_STORAGE),
+            Self::RuntimeUnavailable(_) => ("RUNTIME_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
+            Self::Wasm(e) => (e.code(), wasm_status(e)),
+            Self::Internal(_) => ("INTERNAL", StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+
+    /// The JSON body: `{code, message, details}`. A 5xx carries a generic message; the full
+    /// chain is logged by the caller.
+    #[must_use]
+    pub fn body(&self) -> Value {
+        let (code, status) = self.code_and_status();
+        let message = if status.is_server_error()
+            && !matches!(
+                self,
+                Self::RouteUnavailable { .. }
+                    | Self::RuntimeUnavailable(_)
+                    | Self::MemoryLimit { .. }
+            ) {
+            "internal error; see the server log".to_owned()
+        } else {
+            self.to_string()
+        };
+        let details = match self {
+            Self::Timeout { details, .. }
+            | Self::Cancelled { details }
+            | Self::OutputLimit { details, .. }
+            | Self::MemoryLimit { details } => details.clone(),
+            Self::File(FileError::FileTooLarge { size, limit, .. }) => {
+                json!({ "size": size, "limit": limit })
+            }
+            _ => Value::Null,
+        };
+        json!({ "code": code, "message": message, "details": details })
+    }
+}
+
+fn file_status(e: &FileError) -> StatusCode {
+    match e {
+        FileError::FileNotFound { .. } => StatusCode::NOT_FOUND,
+        FileError::IsDirectory { .. }
+        | FileError::NotDirectory { .. }
+        | FileError::FileExists { .. }
+        | FileError::DirectoryNotEmpty { .. } => StatusCode::CONFLICT,
+        FileError::PathOutsideWorkspace { .. } | FileError::PermissionDenied { .. } => {
+            StatusCode::FORBIDDEN
+        }
+        FileError::InvalidPath { .. } => StatusCode::BAD_REQUEST,
+        FileError::FileTooLarge { .. } | FileError::TooManyEntries { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        FileError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn wasm_status(e: &WasmError) -> StatusCode {
+    match e {
+        WasmError::ArtifactUnavailable { .. }
+        | WasmError::ArtifactChecksum { .. }
+        | WasmError::Manifest(_) => StatusCode::SERVICE_UNAVAILABLE,
+        WasmError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
+        WasmError::Cancelled => StatusCode::CONFLICT,
+        WasmError::MemoryLimit { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        WasmError::OutputLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        WasmError::ContextGone => StatusCode::GONE,
+        WasmError::Engine(_)
+        | WasmError::Trap(_)
+        | WasmError::Protocol(_)
+        | WasmError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<WasmError> for ApiError {
+    fn from(e: WasmError) -> Self {
+        Self::Wasm(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant has a code and a status; codes are SCREAMING_SNAKE and statuses are
+    /// errors. The table lists one instance of each variant.
+    #[test]
+    fn every_variant_maps_to_a_code_and_an_error_status() {
+        let io = || std::io::Error::other("x");
+        let cases: Vec<(ApiError, &str, u16)> = vec![
+            (ApiError::InvalidRequest("x".into()), "INVALID_REQUEST", 400),
+            (
+                ApiError::PayloadTooLarge { limit: 1 },
+                "PAYLOAD_TOO_LARGE",
+                413,
+            ),
+            (ApiError::Unauthorized, "UNAUTHORIZED", 401),
+            (ApiError::RouteNotFound("/x".into()), "NOT_FOUND", 404),
+            (
+                ApiError::MethodNotAllowed("GET".into()),
+                "METHOD_NOT_ALLOWED",
+                405,
+            ),
+            (
+                ApiError::InvalidSandboxId {
+                    id: "A".into(),
+                    why: "x",
+                },
+                "INVALID_SANDBOX_ID",
+                400,
+            ),
+            (
+                ApiError::SandboxNotFound("a".into()),
+                "SANDBOX_NOT_FOUND",
+                404,
+            ),
+            (
+                ApiError::ContextNotFound("c".into()),
+                "CONTEXT_NOT_FOUND",
+                404,
+            ),
+            (
+                ApiError::UnsupportedLanguage("r".into()),
+                "UNSUPPORTED_LANGUAGE",
+                400,
+            ),
+            (
+                ApiError::RouteUnavailable { reason: "x".into() },
+                "ROUTE_UNAVAILABLE",
+                501,
+            ),
+            (
+                ApiError::File(FileError::FileNotFound {
+                    path: "/workspace/a".into(),
+                }),
+                "FILE_NOT_FOUND",
+                404,
+            ),
+            (
+                ApiError::Timeout {
+                    timeout_ms: 1,
+                    details: Value::Null,
+                },
+                "TIMEOUT",
+                408,
+            ),
+            (
+                ApiError::Cancelled {
+                    details: Value::Null,
+                },
+                "CANCELLED",
+                409,
+            ),
+            (
+                ApiError::OutputLimit {
+                    limit: 1,
+                    details: Value::Null,
+                },
+                "OUTPUT_LIMIT",
+                413,
+            ),
+            (
+                ApiError::MemoryLimit {
+                    details: Value::Null,
+                },
+                "MEMORY_LIMIT",
+                507,
+            ),
+            (
+                ApiError::RuntimeUnavailable("x".into()),
+                "RUNTIME_UNAVAILABLE",
+                503,
+            ),
+            (
+                ApiError::Wasm(WasmError::Trap("x".into())),
+                "GUEST_TRAP",
+                500,
+            ),
+            (
+                ApiError::Wasm(WasmError::Io {
+                    what: "x".into(),
+                    source: io(),
+                }),
+                "IO_ERROR",
+                500,
+            ),
+            (ApiError::Internal(anyhow::anyhow!("boom")), "INTERNAL", 500),
+        ];
+        for (err, code, status) in cases {
+            let (c, s) = err.code_and_status();
+            assert_eq!((c, s.as_u16()), (code, status), "{err:?}");
+            let body = err.body();
+            assert_eq!(body["code"], code);
+            if s.is_server_error() && code == "INTERNAL" {
+                assert!(
+                    !body["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("boom")
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! `/v1/sandboxes`: get-or-create, get, list, destroy.
+
+use ::http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::http::{self, Body};
+use crate::sandbox::{CreateOptions, Sandbox, SandboxId};
+
+fn view(sb: &Sandbox) -> Value {
+    let meta = sb.meta();
+    let contexts = sb
+        .contexts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .len();
+    json!({
+        "id": meta.id,
+        "createdAt": meta.created_at,
+        "env": meta.env,
+        "memoryLimitMb": meta.memory_limit_mb,
+        "contexts": contexts,
+        "container": "none",
+    })
+}
+
+pub(super) async fn put(
+    state: &AppState,
+    id: SandboxId,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body = http::read_body(req.into_body()).await?;
+    let options: CreateOptions = http::parse_json(&body)?;
+    let (sb, created) = state.registry.get_or_create(id, options).await?;
+    let mut v = view(&sb);
+    v["created"] = json!(created);
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(http::json(status, &v))
+}
+
+pub(super) async fn get(state: &AppState, id: &SandboxId) -> Result<Response<Body>, ApiError> {
+    let sb = state.registry.get(id).await?;
+    Ok(http::json(StatusCode::OK, &view(&sb)))
+}
+
+pub(super) async fn list(state: &AppState) -> Result<Response<Body>, ApiError> {
+    let all: Vec<Value> = state
+        .registry
+        .list()
+        .await
+        .iter()
+        .map(|sb| view(sb))
+        .collect();
+    Ok(http::json(
+        StatusCode::OK,
+        &json!({ "count": all.len(), "sandboxes": all }),
+    ))
+}
+
+pub(super) async fn delete(state: &AppState, id: &SandboxId) -> Result<Response<Body>, ApiError> {
+    state.registry.destroy(id).await?;
+    Ok(http::json(
+        StatusCode::OK,
+        &json!({ "id": id, "deleted": true }),
+    ))
+}

@@ -1,0 +1,149 @@
+//! The `hybox` command line: one verb per module, all talking to the same code as the API.
+
+pub mod bench;
+mod client_verbs;
+pub mod prepare;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use client_verbs::{ExecArgs, RunArgs};
+
+/// hybox: run untrusted code fast, on your own machine.
+#[derive(Debug, Parser)]
+#[command(name = "hybox", version, about)]
+pub struct Cli {
+    /// The verb.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where a client verb finds the server.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// URL of a running `hybox serve`.
+    #[arg(
+        long,
+        env = "HYBOX_SERVER",
+        default_value = "http://127.0.0.1:7700",
+        global = true
+    )]
+    pub server: String,
+    /// Bearer token for a server that requires one.
+    #[arg(long, env = "HYBOX_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Where state and caches live.
+#[derive(Debug, Clone, Args)]
+pub struct DirArgs {
+    /// Data directory (sandboxes, workspaces).
+    #[arg(long, env = "HYBOX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Cache directory (guest wheels, precompiled .cwasm); default: <data-dir>/cache.
+    #[arg(long, env = "HYBOX_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl DirArgs {
+    /// The data dir: the flag, else `$XDG_DATA_HOME/hybox`, else `~/.local/share/hybox`.
+    #[must_use]
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("XDG_DATA_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("hybox")
+        })
+    }
+
+    /// The cache dir: the flag, else `<data-dir>/cache`.
+    #[must_use]
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("cache"))
+    }
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API server.
+    Serve {
+        /// Address to listen on (beyond loopback a token is required).
+        #[arg(long, env = "HYBOX_LISTEN", default_value = "127.0.0.1:7700")]
+        listen: SocketAddr,
+        /// Bearer token clients must send.
+        #[arg(long, env = "HYBOX_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Load the wasm route only on first use instead of at start.
+        #[arg(long)]
+        lazy: bool,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Fetch, verify and precompile the guests (done by `serve` on first need otherwise).
+    Prepare {
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Run a command in a sandbox (created if missing); exits with the command's code.
+    Exec(ExecArgs),
+    /// Run code in a sandbox's interpreter context.
+    Run(RunArgs),
+    /// List sandboxes.
+    Ls {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Destroy a sandbox and everything in it.
+    Rm {
+        /// Sandbox id.
+        sandbox: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Measure cold starts side by side with peers.
+    Bench(bench::BenchArgs),
+}
+
+pub use client_verbs::describe;
+
+/// `hybox exec`.
+///
+/// # Errors
+/// Connection and API errors.
+pub async fn client_verbs_exec(a: ExecArgs) -> anyhow::Result<i32> {
+    client_verbs::exec(a).await
+}
+
+/// `hybox run`.
+///
+/// # Errors
+/// Connection and API errors.
+pub async fn client_verbs_run(a: RunArgs) -> anyhow::Result<i32> {
+    client_verbs::run(a).await
+}
+
+/// `hybox ls`.
+///
+/// # Errors
+/// Connection and API errors.
+pub async fn client_verbs_ls(s: ServerArgs) -> anyhow::Result<i32> {
+    client_verbs::ls(s).await
+}
+
+/// `hybox rm`.
+///
+/// # Errors
+/// Connection and API errors.
+pub async fn client_verbs_rm(id: &str, s: ServerArgs) -> anyhow::Result<i32> {
+    client_verbs::rm(id, s).await
+}

@@ -1,0 +1,117 @@
+//! `hybox serve`: binds, loads state, serves HTTP/1.1 until a shutdown signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use hybox_wasi_runtime::EngineOptions;
+
+use crate::api::{self, AppState};
+use crate::backend::wasi::WasiBackend;
+use crate::sandbox::Registry;
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Sandboxes and their files.
+    pub data_dir: PathBuf,
+    /// Guest artifacts and precompiled code.
+    pub cache_dir: PathBuf,
+    /// Bearer token; required when `listen` is not loopback.
+    pub token: Option<String>,
+    /// Load the wasm route at start rather than on first use.
+    pub eager: bool,
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+///
+/// # Errors
+/// When the address cannot be bound, the data dir cannot be opened, or the configuration is
+/// unsafe (non-loopback without a token).
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    if !config.listen.ip().is_loopback() && config.token.as_deref().is_none_or(str::is_empty) {
+        bail!(
+            "refusing to listen on {} without a token: pass --token or set HYBOX_TOKEN",
+            config.listen
+        );
+    }
+    let registry = Registry::open(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
+    let wasi = WasiBackend::new(config.cache_dir.clone(), EngineOptions::default());
+    let state = Arc::new(AppState::new(registry, wasi, config.token.clone()));
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), auth = config.token.is_some(), "hybox serve listening");
+    // Machine-readable readiness line for scripts and tests (`--listen 127.0.0.1:0`).
+    println!("hybox listening on http://{addr}");
+    if config.eager {
+        let s = state.clone();
+        tokio::spawn(async move {
+            let _ = s.wasi.runtime().await;
+        });
+    }
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, std::convert::Infallible>(api::serve(state, req).await) }
+                    });
+                    if let Err(e) = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                    {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => {
+                tracing::info!("shutting down");
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+}
