@@ -1,1 +1,288 @@
-//! e2e
+//! The end-to-end harness: starts a real `hybox serve` on loopback (port 0, a fresh data dir)
+//! and talks to it over HTTP, as a client would.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `hybox` binary next to the test binary (`target/<profile>/hybox`), or `HYBOX_BIN`.
+///
+/// # Panics
+/// When the binary has not been built (`cargo build --release --bins` first).
+#[must_use]
+pub fn hybox_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HYBOX_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = dir.join("hybox");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --release --bins` first",
+        bin.display()
+    );
+    bin
+}
+
+/// The shared cache of guest artifacts and `.cwasm` (`HYBOX_CACHE_DIR`, default
+/// `~/.cache/hybox`), so each test server does not compile the guests again.
+#[must_use]
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("HYBOX_CACHE_DIR").map_or_else(
+        || PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/hybox"),
+        PathBuf::from,
+    )
+}
+
+/// A running server, killed on drop.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    _owned: Option<tempfile::TempDir>,
+    agent: ureq::Agent,
+    /// Bearer token sent with every request (from `--token` in the extra arguments).
+    pub token: Option<String>,
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Body as JSON (`Null` when not JSON).
+    pub json: Value,
+    /// Raw body.
+    pub bytes: Vec<u8>,
+    /// Content-Type header.
+    pub content_type: String,
+}
+
+impl Server {
+    /// Starts a server on a fresh data dir and waits until the wasm route is ready.
+    #[must_use]
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        let mut s = Self::start_in(&path, &[]);
+        s._owned = Some(dir);
+        s
+    }
+
+    /// Starts a server on `data_dir` with extra arguments.
+    #[must_use]
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(hybox_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("HYBOX_CACHE_DIR", cache_dir())
+            .env("HYBOX_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn hybox serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read readiness line");
+        let base = line
+            .trim()
+            .strip_prefix("hybox listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(600)))
+            .build()
+            .into();
+        let server = Self {
+            child,
+            base,
+            data_dir: data_dir.to_path_buf(),
+            _owned: None,
+            agent,
+            token: extra
+                .iter()
+                .position(|a| *a == "--token")
+                .and_then(|i| extra.get(i + 1))
+                .map(|t| (*t).to_owned()),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            let h = self.get("/v1/health");
+            match h.json["wasi"].as_str() {
+                Some("ready") => return,
+                Some("failed") => panic!("wasm route failed to load: {:?}", h.json),
+                _ => {}
+            }
+            assert!(started.elapsed() < Duration::from_secs(900), "server not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn answer(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+        let mut resp = resp.expect("request reached the server");
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(512 << 20)
+            .read_to_vec()
+            .expect("read body");
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer {
+            status,
+            json,
+            bytes,
+            content_type,
+        }
+    }
+
+    fn auth(&self) -> String {
+        self.token
+            .as_ref()
+            .map_or_else(String::new, |t| format!("Bearer {t}"))
+    }
+
+    /// `GET path`.
+    #[must_use]
+    pub fn get(&self, path: &str) -> Answer {
+        self.get_with_auth(path, &self.auth())
+    }
+
+    /// `GET path` with an explicit `Authorization` header value (empty: none).
+    #[must_use]
+    pub fn get_with_auth(&self, path: &str, auth: &str) -> Answer {
+        let mut r = self.agent.get(format!("{}{path}", self.base));
+        if !auth.is_empty() {
+            r = r.header("authorization", auth);
+        }
+        Self::answer(r.call())
+    }
+
+    /// `DELETE path`.
+    #[must_use]
+    pub fn delete(&self, path: &str) -> Answer {
+        Self::answer(
+            self.agent
+                .delete(format!("{}{path}", self.base))
+                .header("authorization", self.auth())
+                .call(),
+        )
+    }
+
+    /// `POST path` with a JSON body.
+    #[must_use]
+    pub fn post(&self, path: &str, body: &Value) -> Answer {
+        Self::answer(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .header("authorization", self.auth())
+                .send(body.to_string()),
+        )
+    }
+
+    /// `PUT path` with raw bytes.
+    #[must_use]
+    pub fn put_bytes(&self, path: &str, body: &[u8]) -> Answer {
+        Self::answer(
+            self.agent
+                .put(format!("{}{path}", self.base))
+                .header("authorization", self.auth())
+                .send(body),
+        )
+    }
+
+    /// `PUT path` with a JSON body.
+    #[must_use]
+    pub fn put(&self, path: &str, body: &Value) -> Answer {
+        self.put_bytes(path, body.to_string().as_bytes())
+    }
+
+    /// `POST path` asking for an event stream; returns (event, data, arrival time) in order.
+    #[must_use]
+    pub fn post_sse(&self, path: &str, body: &Value) -> (u16, Vec<(String, Value, Instant)>) {
+        let mut resp = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .header("accept", "text/event-stream")
+            .header("authorization", self.auth())
+            .send(body.to_string())
+            .expect("request reached the server");
+        let status = resp.status().as_u16();
+        let reader = BufReader::new(resp.body_mut().as_reader());
+        let mut events = Vec::new();
+        let mut name = String::new();
+        for line in reader.lines() {
+            let line = line.expect("read stream");
+            if let Some(v) = line.strip_prefix("event: ") {
+                name = v.to_owned();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                let data = serde_json::from_str(v).expect("event data is JSON");
+                events.push((std::mem::take(&mut name), data, Instant::now()));
+            }
+        }
+        (status, events)
+    }
+
+    /// Creates (or gets) a sandbox and returns its id.
+    #[must_use]
+    pub fn sandbox(&self, id: &str) -> String {
+        let a = self.put(&format!("/v1/sandboxes/{id}"), &serde_json::json!({}));
+        assert!(a.status == 200 || a.status == 201, "{a:?}");
+        id.to_owned()
+    }
+
+    /// Kills the server (as a crash would) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the `hybox` CLI against `server`, returning (exit code, stdout, stderr).
+#[must_use]
+pub fn cli(server: &Server, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(hybox_bin())
+        .args(args)
+        .env("HYBOX_SERVER", &server.base)
+        .env("HYBOX_LOG", "warn")
+        .output()
+        .expect("run hybox cli");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,1 +1,5 @@
-fn main() {}
+//! End-to-end tests: one binary, one module per area, each test against a real `hybox serve`.
+
+mod code;
+mod files;
+mod sandboxes;

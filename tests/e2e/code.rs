@@ -1,0 +1,1 @@
+//! Code interpreter and exec end to end.

@@ -1,0 +1,1 @@
+//! File API end to end (filled in next).
