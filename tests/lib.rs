@@ -132,7 +132,10 @@ impl Server {
                 Some("failed") => panic!("wasm route failed to load: {:?}", h.json),
                 _ => {}
             }
-            assert!(started.elapsed() < Duration::from_secs(900), "server not ready");
+            assert!(
+                started.elapsed() < Duration::from_secs(900),
+                "server not ready"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

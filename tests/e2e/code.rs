@@ -9,14 +9,20 @@ use serde_json::{Value, json};
 use hybox_tests::{Server, cli};
 
 fn context(s: &Server, sb: &str, language: &str) -> String {
-    let a = s.post(&format!("/v1/sandboxes/{sb}/contexts"), &json!({ "language": language }));
+    let a = s.post(
+        &format!("/v1/sandboxes/{sb}/contexts"),
+        &json!({ "language": language }),
+    );
     assert_eq!(a.status, 201, "{a:?}");
     assert_eq!(a.json["language"], language);
     a.json["id"].as_str().expect("context id").to_owned()
 }
 
 fn run(s: &Server, sb: &str, ctx: &str, code: &str) -> Value {
-    let a = s.post(&format!("/v1/sandboxes/{sb}/contexts/{ctx}/run"), &json!({ "code": code }));
+    let a = s.post(
+        &format!("/v1/sandboxes/{sb}/contexts/{ctx}/run"),
+        &json!({ "code": code }),
+    );
     assert_eq!(a.status, 200, "{code}: {a:?}");
     assert_eq!(a.json["route"], "wasi");
     a.json
@@ -53,10 +59,23 @@ fn python_context_keeps_variables_and_imports() {
     // Listed, fetched, deleted.
     let list = s.get(&format!("/v1/sandboxes/{sb}/contexts"));
     assert_eq!(list.json["count"], 2);
-    assert_eq!(s.get(&format!("/v1/sandboxes/{sb}/contexts/{ctx}")).json["executionCount"], 4);
-    assert_eq!(s.delete(&format!("/v1/sandboxes/{sb}/contexts/{ctx}")).status, 200);
-    let gone = s.post(&format!("/v1/sandboxes/{sb}/contexts/{ctx}/run"), &json!({"code": "1"}));
-    assert_eq!((gone.status, gone.json["code"].as_str()), (404, Some("CONTEXT_NOT_FOUND")));
+    assert_eq!(
+        s.get(&format!("/v1/sandboxes/{sb}/contexts/{ctx}")).json["executionCount"],
+        4
+    );
+    assert_eq!(
+        s.delete(&format!("/v1/sandboxes/{sb}/contexts/{ctx}"))
+            .status,
+        200
+    );
+    let gone = s.post(
+        &format!("/v1/sandboxes/{sb}/contexts/{ctx}/run"),
+        &json!({"code": "1"}),
+    );
+    assert_eq!(
+        (gone.status, gone.json["code"].as_str()),
+        (404, Some("CONTEXT_NOT_FOUND"))
+    );
 }
 
 #[test]
@@ -76,12 +95,20 @@ fn matplotlib_figure_comes_back_as_png_without_savefig() {
         .iter()
         .find_map(|r| r["png"].as_str())
         .expect("a png result");
-    let bytes = base64::engine::general_purpose::STANDARD.decode(png).expect("base64");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(png)
+        .expect("base64");
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
     assert!(bytes.len() > 2000, "a real plot, {} bytes", bytes.len());
     // The figure was consumed: the next run shows no image.
     let v = run(&s, &sb, &ctx, "1");
-    assert!(v["results"].as_array().expect("results").iter().all(|r| r["png"].is_null()));
+    assert!(
+        v["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .all(|r| r["png"].is_null())
+    );
 }
 
 #[test]
@@ -89,7 +116,12 @@ fn pandas_dataframe_is_html_and_text() {
     let s = Server::start();
     let sb = s.sandbox("pd");
     let ctx = context(&s, &sb, "python");
-    let v = run(&s, &sb, &ctx, "import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})");
+    let v = run(
+        &s,
+        &sb,
+        &ctx,
+        "import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})",
+    );
     let r = &v["results"][0];
     assert!(r["html"].as_str().expect("html").contains("<table"), "{r}");
     assert!(r["text"].as_str().expect("text").contains('a'));
@@ -106,7 +138,12 @@ fn pandas_dataframe_is_html_and_text() {
     assert_eq!(v["results"][0]["markdown"], "**b**");
     // display() shows several outputs in one run.
     let v = run(&s, &sb, &ctx, "display(1)\ndisplay('two')");
-    let texts: Vec<&str> = v["results"].as_array().expect("results").iter().filter_map(|r| r["text"].as_str()).collect();
+    let texts: Vec<&str> = v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["text"].as_str())
+        .collect();
     assert_eq!(texts, vec!["1", "'two'"]);
 }
 
@@ -116,12 +153,25 @@ fn errors_carry_name_value_and_traceback_and_the_context_goes_on() {
     let sb = s.sandbox("err");
     let ctx = context(&s, &sb, "python");
     run(&s, &sb, &ctx, "keep = 'me'");
-    let v = run(&s, &sb, &ctx, "def inner():\n    raise KeyError('k')\ninner()");
+    let v = run(
+        &s,
+        &sb,
+        &ctx,
+        "def inner():\n    raise KeyError('k')\ninner()",
+    );
     assert_eq!(v["error"]["name"], "KeyError");
     assert_eq!(v["error"]["value"], "'k'");
-    let tb: Vec<&str> = v["error"]["traceback"].as_array().expect("traceback").iter().filter_map(Value::as_str).collect();
+    let tb: Vec<&str> = v["error"]["traceback"]
+        .as_array()
+        .expect("traceback")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     assert!(tb.iter().any(|l| l.contains("in inner")), "{tb:?}");
-    assert!(tb.last().is_some_and(|l| l.starts_with("KeyError")), "{tb:?}");
+    assert!(
+        tb.last().is_some_and(|l| l.starts_with("KeyError")),
+        "{tb:?}"
+    );
     let v = run(&s, &sb, &ctx, "print('partial')\n1/0");
     assert_eq!(stdout(&v), "partial\n");
     assert_eq!(v["error"]["name"], "ZeroDivisionError");
@@ -143,7 +193,11 @@ fn infinite_loop_times_out_and_the_server_stays_healthy() {
         &json!({"code": "print('before')\nwhile True: pass", "timeoutMs": 400}),
     );
     let took = started.elapsed();
-    assert_eq!((a.status, a.json["code"].as_str()), (408, Some("TIMEOUT")), "{a:?}");
+    assert_eq!(
+        (a.status, a.json["code"].as_str()),
+        (408, Some("TIMEOUT")),
+        "{a:?}"
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
     // What was printed before the deadline is kept.
     assert_eq!(a.json["details"]["logs"]["stdout"][0], "before\n");
@@ -159,7 +213,10 @@ fn infinite_loop_times_out_and_the_server_stays_healthy() {
     assert_eq!(v["contextRestarted"], true);
     assert_eq!(s.get("/v1/health").json["status"], "ok");
     // Bad deadlines are refused.
-    let a = s.post(&format!("/v1/sandboxes/{sb}/contexts/{ctx}/run"), &json!({"code": "1", "timeoutMs": 0}));
+    let a = s.post(
+        &format!("/v1/sandboxes/{sb}/contexts/{ctx}/run"),
+        &json!({"code": "1", "timeoutMs": 0}),
+    );
     assert_eq!(a.json["code"], "INVALID_REQUEST");
 }
 
@@ -173,9 +230,20 @@ fn output_cap_stops_a_flood() {
         &format!("/v1/sandboxes/{sb}/contexts/{ctx}/run"),
         &json!({"code": "while True: print('x' * 65536)", "timeoutMs": 60000}),
     );
-    assert_eq!((a.status, a.json["code"].as_str()), (413, Some("OUTPUT_LIMIT")), "status {}", a.status);
+    assert_eq!(
+        (a.status, a.json["code"].as_str()),
+        (413, Some("OUTPUT_LIMIT")),
+        "status {}",
+        a.status
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
-    let kept: usize = a.json["details"]["logs"]["stdout"].as_array().expect("logs").iter().filter_map(Value::as_str).map(str::len).sum();
+    let kept: usize = a.json["details"]["logs"]["stdout"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::len)
+        .sum();
     assert!(kept <= 16 << 20, "kept {kept}");
     assert!(kept > 1 << 20, "kept {kept}");
 }
@@ -210,13 +278,27 @@ fn streams_events_as_they_happen() {
     assert_eq!(events[3].1["success"], true);
     // 'a' arrived before the sleep ended, not with everything at the end.
     let gap = events[1].2.duration_since(events[0].2);
-    assert!(gap >= Duration::from_millis(250), "stdout was not streamed live ({gap:?})");
-    let (_, events) = s.post_sse(&format!("/v1/sandboxes/{sb}/contexts/{ctx}/run"), &json!({"code": "1/0"}));
+    assert!(
+        gap >= Duration::from_millis(250),
+        "stdout was not streamed live ({gap:?})"
+    );
+    let (_, events) = s.post_sse(
+        &format!("/v1/sandboxes/{sb}/contexts/{ctx}/run"),
+        &json!({"code": "1/0"}),
+    );
     let names: Vec<&str> = events.iter().map(|(n, _, _)| n.as_str()).collect();
     assert_eq!(names, vec!["error", "complete"]);
     assert_eq!(events[0].1["name"], "ZeroDivisionError");
-    let (_, events) = s.post_sse(&format!("/v1/sandboxes/{sb}/contexts/{ctx}/run"), &json!({"code": "while True: pass", "timeoutMs": 300}));
-    assert_eq!(events.last().map(|(n, d, _)| (n.as_str(), d["code"].clone())), Some(("error", json!("TIMEOUT"))));
+    let (_, events) = s.post_sse(
+        &format!("/v1/sandboxes/{sb}/contexts/{ctx}/run"),
+        &json!({"code": "while True: pass", "timeoutMs": 300}),
+    );
+    assert_eq!(
+        events
+            .last()
+            .map(|(n, d, _)| (n.as_str(), d["code"].clone())),
+        Some(("error", json!("TIMEOUT")))
+    );
 }
 
 #[test]
@@ -224,11 +306,17 @@ fn a_client_that_goes_away_cancels_its_run() {
     let s = Server::start();
     let sb = s.sandbox("gone");
     let ctx = context(&s, &sb, "python");
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let mut resp = agent
         .post(format!("{}/v1/sandboxes/{sb}/contexts/{ctx}/run", s.base))
         .header("accept", "text/event-stream")
-        .send(json!({"code": "print('started', flush=True)\nwhile True: pass", "timeoutMs": 120000}).to_string())
+        .send(
+            json!({"code": "print('started', flush=True)\nwhile True: pass", "timeoutMs": 120000})
+                .to_string(),
+        )
         .expect("stream");
     let mut reader = std::io::BufReader::new(resp.body_mut().as_reader());
     let mut line = String::new();
@@ -241,7 +329,10 @@ fn a_client_that_goes_away_cancels_its_run() {
     // If the loop were still running, this run would wait for it (two minutes).
     let started = Instant::now();
     let v = run(&s, &sb, &ctx, "'ok'");
-    assert!(started.elapsed() < Duration::from_secs(10), "the abandoned run was not cancelled");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the abandoned run was not cancelled"
+    );
     assert_eq!(v["results"][0]["text"], "'ok'");
     assert_eq!(v["contextRestarted"], true);
 }
@@ -251,7 +342,12 @@ fn javascript_and_typescript_contexts() {
     let s = Server::start();
     let sb = s.sandbox("js");
     let js = context(&s, &sb, "javascript");
-    run(&s, &sb, &js, "let counter = 40; function inc(n) { return n + 1 }");
+    run(
+        &s,
+        &sb,
+        &js,
+        "let counter = 40; function inc(n) { return n + 1 }",
+    );
     let v = run(&s, &sb, &js, "console.log('hi'); inc(counter) + 1");
     assert_eq!(v["results"][0]["text"], "42");
     assert_eq!(stdout(&v), "hi\n");
@@ -259,27 +355,55 @@ fn javascript_and_typescript_contexts() {
     assert_eq!(v["results"][0]["json"], json!({"a": [1, 2]}));
     let v = run(&s, &sb, &js, "null.x");
     assert_eq!(v["error"]["name"], "TypeError");
-    let a = s.post(&format!("/v1/sandboxes/{sb}/contexts/{js}/run"), &json!({"code": "for(;;){}", "timeoutMs": 300}));
+    let a = s.post(
+        &format!("/v1/sandboxes/{sb}/contexts/{js}/run"),
+        &json!({"code": "for(;;){}", "timeoutMs": 300}),
+    );
     assert_eq!(a.json["code"], "TIMEOUT");
     let ts = context(&s, &sb, "typescript");
-    run(&s, &sb, &ts, "interface P { x: number }\nconst p: P = { x: 20 };\nenum E { A = 1, B }");
-    let v = run(&s, &sb, &ts, "function dbl<T extends number>(n: T): number { return n * 2 }\ndbl(p.x) + E.B");
+    run(
+        &s,
+        &sb,
+        &ts,
+        "interface P { x: number }\nconst p: P = { x: 20 };\nenum E { A = 1, B }",
+    );
+    let v = run(
+        &s,
+        &sb,
+        &ts,
+        "function dbl<T extends number>(n: T): number { return n * 2 }\ndbl(p.x) + E.B",
+    );
     assert_eq!(v["results"][0]["text"], "42");
     let v = run(&s, &sb, &ts, "let broken: = 1");
     assert_eq!(v["error"]["name"], "SyntaxError");
-    let bad = s.post(&format!("/v1/sandboxes/{sb}/contexts"), &json!({"language": "cobol"}));
-    assert_eq!((bad.status, bad.json["code"].as_str()), (400, Some("UNSUPPORTED_LANGUAGE")));
+    let bad = s.post(
+        &format!("/v1/sandboxes/{sb}/contexts"),
+        &json!({"language": "cobol"}),
+    );
+    assert_eq!(
+        (bad.status, bad.json["code"].as_str()),
+        (400, Some("UNSUPPORTED_LANGUAGE"))
+    );
 }
 
 #[test]
 fn run_without_context_uses_a_default_context_per_language() {
     let s = Server::start();
     let sb = s.sandbox("def");
-    let a = s.post(&format!("/v1/sandboxes/{sb}/run"), &json!({"code": "v = 6"}));
+    let a = s.post(
+        &format!("/v1/sandboxes/{sb}/run"),
+        &json!({"code": "v = 6"}),
+    );
     assert_eq!(a.status, 200, "{a:?}");
-    let a = s.post(&format!("/v1/sandboxes/{sb}/run"), &json!({"code": "v * 7"}));
+    let a = s.post(
+        &format!("/v1/sandboxes/{sb}/run"),
+        &json!({"code": "v * 7"}),
+    );
     assert_eq!(a.json["results"][0]["text"], "42");
-    let a = s.post(&format!("/v1/sandboxes/{sb}/run"), &json!({"code": "typeof v", "language": "javascript"}));
+    let a = s.post(
+        &format!("/v1/sandboxes/{sb}/run"),
+        &json!({"code": "typeof v", "language": "javascript"}),
+    );
     assert_eq!(a.json["results"][0]["text"], "undefined");
 }
 
@@ -288,22 +412,52 @@ fn contexts_and_exec_share_the_workspace() {
     let s = Server::start();
     let sb = s.sandbox("share");
     let py = context(&s, &sb, "python");
-    run(&s, &sb, &py, "open('/workspace/from_py.txt', 'w').write('py wrote this')");
-    let r = s.post(&format!("/v1/sandboxes/{sb}/files/read"), &json!({"path": "from_py.txt"}));
+    run(
+        &s,
+        &sb,
+        &py,
+        "open('/workspace/from_py.txt', 'w').write('py wrote this')",
+    );
+    let r = s.post(
+        &format!("/v1/sandboxes/{sb}/files/read"),
+        &json!({"path": "from_py.txt"}),
+    );
     assert_eq!(r.json["content"], "py wrote this");
-    let w = s.post(&format!("/v1/sandboxes/{sb}/files/write"), &json!({"path": "src/data.json", "content": "{\"n\": 5}"}));
+    let w = s.post(
+        &format!("/v1/sandboxes/{sb}/files/write"),
+        &json!({"path": "src/data.json", "content": "{\"n\": 5}"}),
+    );
     assert_eq!(w.status, 200);
-    let v = run(&s, &sb, &py, "import json\njson.load(open('src/data.json'))['n']");
+    let v = run(
+        &s,
+        &sb,
+        &py,
+        "import json\njson.load(open('src/data.json'))['n']",
+    );
     assert_eq!(v["results"][0]["text"], "5");
     // Guests see only what they were granted.
-    let v = run(&s, &sb, &py, "import os\n[os.path.exists(p) for p in ['/etc', '/root', '/proc', '/home', '/workspace', '/tmp']]");
-    assert_eq!(v["results"][0]["text"], "[False, False, False, False, True, True]");
+    let v = run(
+        &s,
+        &sb,
+        &py,
+        "import os\n[os.path.exists(p) for p in ['/etc', '/root', '/proc', '/home', '/workspace', '/tmp']]",
+    );
+    assert_eq!(
+        v["results"][0]["text"],
+        "[False, False, False, False, True, True]"
+    );
     let v = run(&s, &sb, &py, "open('/etc/passwd').read()");
-    assert!(v["error"]["name"] == "FileNotFoundError" || v["error"]["name"] == "PermissionError", "{v}");
+    assert!(
+        v["error"]["name"] == "FileNotFoundError" || v["error"]["name"] == "PermissionError",
+        "{v}"
+    );
     let v = run(&s, &sb, &py, "open('/workspace/../../etc/passwd').read()");
     assert!(!v["error"].is_null());
     let v = run(&s, &sb, &py, "open('/usr/local/lib/x', 'w')");
-    assert!(!v["error"].is_null(), "the interpreter's files are read-only");
+    assert!(
+        !v["error"].is_null(),
+        "the interpreter's files are read-only"
+    );
 }
 
 fn exec(s: &Server, sb: &str, body: Value) -> (u16, Value) {
@@ -317,25 +471,59 @@ fn exec_runs_interpreter_commands_with_exit_codes() {
     let sb = s.sandbox("ex");
     let w = s.post(&format!("/v1/sandboxes/{sb}/files/write"), &json!({"path": "app/main.py", "content": "import sys, os\nprint(sys.argv[1:], os.environ.get('FOO'), os.getcwd())\nsys.exit(int(sys.argv[1]))\n"}));
     assert_eq!(w.status, 200);
-    let (st, v) = exec(&s, &sb, json!({"command": "python3 main.py 3", "cwd": "/workspace/app", "env": {"FOO": "bar"}}));
+    let (st, v) = exec(
+        &s,
+        &sb,
+        json!({"command": "python3 main.py 3", "cwd": "/workspace/app", "env": {"FOO": "bar"}}),
+    );
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["stdout"], "['3'] bar /workspace/app\n");
-    assert_eq!((v["exitCode"].as_i64(), v["success"].as_bool()), (Some(3), Some(false)));
+    assert_eq!(
+        (v["exitCode"].as_i64(), v["success"].as_bool()),
+        (Some(3), Some(false))
+    );
     assert_eq!(v["route"], "wasi");
-    let (_, v) = exec(&s, &sb, json!({"command": "FOO=inline python -c 'import os; print(os.environ[\"FOO\"])'"}));
+    let (_, v) = exec(
+        &s,
+        &sb,
+        json!({"command": "FOO=inline python -c 'import os; print(os.environ[\"FOO\"])'"}),
+    );
     assert_eq!(v["stdout"], "inline\n");
     assert_eq!(v["exitCode"], 0);
-    let (_, v) = exec(&s, &sb, json!({"command": "python3 -c 'raise SystemExit(\"fatal\")'"}));
-    assert_eq!((v["exitCode"].as_i64(), v["stderr"].as_str()), (Some(1), Some("fatal\n")));
-    let (_, v) = exec(&s, &sb, json!({"command": "python3 -c 'import nosuchmodule'"}));
+    let (_, v) = exec(
+        &s,
+        &sb,
+        json!({"command": "python3 -c 'raise SystemExit(\"fatal\")'"}),
+    );
+    assert_eq!(
+        (v["exitCode"].as_i64(), v["stderr"].as_str()),
+        (Some(1), Some("fatal\n"))
+    );
+    let (_, v) = exec(
+        &s,
+        &sb,
+        json!({"command": "python3 -c 'import nosuchmodule'"}),
+    );
     assert_eq!(v["exitCode"], 1);
-    assert!(v["stderr"].as_str().expect("stderr").contains("ModuleNotFoundError"));
+    assert!(
+        v["stderr"]
+            .as_str()
+            .expect("stderr")
+            .contains("ModuleNotFoundError")
+    );
     let (_, v) = exec(&s, &sb, json!({"command": "python3 -m json.tool --help"}));
     assert_eq!(v["exitCode"], 0, "{v}");
-    let w = s.post(&format!("/v1/sandboxes/{sb}/files/write"), &json!({"path": "app/main.js", "content": "console.log('js', 6 * 7)"}));
+    let w = s.post(
+        &format!("/v1/sandboxes/{sb}/files/write"),
+        &json!({"path": "app/main.js", "content": "console.log('js', 6 * 7)"}),
+    );
     assert_eq!(w.status, 200);
     let (_, v) = exec(&s, &sb, json!({"command": "node main.js", "cwd": "app"}));
-    assert_eq!((v["stdout"].as_str(), v["exitCode"].as_i64()), (Some("js 42\n"), Some(0)), "{v}");
+    assert_eq!(
+        (v["stdout"].as_str(), v["exitCode"].as_i64()),
+        (Some("js 42\n"), Some(0)),
+        "{v}"
+    );
     let (_, v) = exec(&s, &sb, json!({"command": "node -e 'console.log(1 + 1)'"}));
     assert_eq!(v["stdout"], "2\n");
 }
@@ -352,17 +540,38 @@ fn exec_declines_with_reasons_and_deadlines() {
         ("echo $(whoami)", "uses command substitution"),
     ] {
         let (st, v) = exec(&s, &sb, json!({"command": cmd}));
-        assert_eq!((st, v["code"].as_str()), (501, Some("ROUTE_UNAVAILABLE")), "{cmd}");
-        assert!(v["message"].as_str().expect("message").contains(reason), "{cmd}: {v}");
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (501, Some("ROUTE_UNAVAILABLE")),
+            "{cmd}"
+        );
+        assert!(
+            v["message"].as_str().expect("message").contains(reason),
+            "{cmd}: {v}"
+        );
     }
     let (_, v) = exec(&s, &sb, json!({"command": "gcc x.c", "runtime": "wasi"}));
-    assert!(v["message"].as_str().expect("message").starts_with("runtime wasi cannot run this command"), "{v}");
-    let (_, v) = exec(&s, &sb, json!({"command": "python3 -c 1", "runtime": "container"}));
+    assert!(
+        v["message"]
+            .as_str()
+            .expect("message")
+            .starts_with("runtime wasi cannot run this command"),
+        "{v}"
+    );
+    let (_, v) = exec(
+        &s,
+        &sb,
+        json!({"command": "python3 -c 1", "runtime": "container"}),
+    );
     assert_eq!(v["code"], "ROUTE_UNAVAILABLE");
     let (_, v) = exec(&s, &sb, json!({"command": "python3 -c 1", "runtime": "vm"}));
     assert_eq!(v["code"], "INVALID_REQUEST");
     let started = Instant::now();
-    let (st, v) = exec(&s, &sb, json!({"command": "python3 -c 'while True: pass'", "timeoutMs": 300}));
+    let (st, v) = exec(
+        &s,
+        &sb,
+        json!({"command": "python3 -c 'while True: pass'", "timeoutMs": 300}),
+    );
     assert_eq!((st, v["code"].as_str()), (408, Some("TIMEOUT")));
     assert!(started.elapsed() < Duration::from_secs(5));
     let (st, v) = exec(&s, &sb, json!({"command": "python3 -c 1", "cwd": "/etc"}));
@@ -388,19 +597,38 @@ fn exec_streams_start_output_and_complete() {
 #[test]
 fn cli_exec_run_ls_rm() {
     let s = Server::start();
-    let (code, out, err) = cli(&s, &["exec", "clibox", "--", "python3", "-c", "'import sys; print(\"cli\"); sys.exit(5)'"]);
+    let (code, out, err) = cli(
+        &s,
+        &[
+            "exec",
+            "clibox",
+            "--",
+            "python3",
+            "-c",
+            "'import sys; print(\"cli\"); sys.exit(5)'",
+        ],
+    );
     assert_eq!((code, out.as_str()), (5, "cli\n"), "{err}");
     let (code, out, _) = cli(&s, &["run", "clibox", "--lang", "python", "-c", "6 * 7"]);
     assert_eq!((code, out.trim()), (0, "42"));
     let dir = tempfile::tempdir().expect("tempdir");
     let images = dir.path().join("imgs");
-    let (code, out, err) = cli(&s, &[
-        "run", "clibox", "-c", "import matplotlib.pyplot as plt\nplt.plot([1, 2])",
-        "--save-images", images.to_str().expect("utf-8 path"),
-    ]);
+    let (code, out, err) = cli(
+        &s,
+        &[
+            "run",
+            "clibox",
+            "-c",
+            "import matplotlib.pyplot as plt\nplt.plot([1, 2])",
+            "--save-images",
+            images.to_str().expect("utf-8 path"),
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("png image saved to"), "{out}");
-    let png = std::fs::read(images.join("result-1.png")).or_else(|_| std::fs::read(images.join("result-0.png"))).expect("png saved");
+    let png = std::fs::read(images.join("result-1.png"))
+        .or_else(|_| std::fs::read(images.join("result-0.png")))
+        .expect("png saved");
     assert_eq!(&png[..4], b"\x89PNG");
     let (code, out, _) = cli(&s, &["ls", "--json"]);
     assert_eq!(code, 0);

@@ -15,40 +15,77 @@ fn get_or_create_list_get_delete() {
     assert_eq!(again.status, 200);
     assert_eq!(again.json["created"], false);
     assert_eq!(again.json["createdAt"], a.json["createdAt"]);
-    s.sandbox("beta");
+    let _ = s.sandbox("beta");
     let list = s.get("/v1/sandboxes");
-    let ids: Vec<&str> = list.json["sandboxes"].as_array().expect("list").iter().filter_map(|v| v["id"].as_str()).collect();
+    let ids: Vec<&str> = list.json["sandboxes"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|v| v["id"].as_str())
+        .collect();
     assert_eq!(ids, vec!["alpha", "beta"]);
     assert_eq!(s.get("/v1/sandboxes/alpha").json["id"], "alpha");
-    let w = s.post("/v1/sandboxes/alpha/files/write", &json!({"path": "a.txt", "content": "x"}));
+    let w = s.post(
+        "/v1/sandboxes/alpha/files/write",
+        &json!({"path": "a.txt", "content": "x"}),
+    );
     assert_eq!(w.status, 200, "{w:?}");
     assert!(s.data_dir.join("sandboxes/alpha/workspace/a.txt").exists());
     let d = s.delete("/v1/sandboxes/alpha");
     assert_eq!(d.status, 200);
-    assert!(!s.data_dir.join("sandboxes/alpha").exists(), "files destroyed");
+    assert!(
+        !s.data_dir.join("sandboxes/alpha").exists(),
+        "files destroyed"
+    );
     let gone = s.get("/v1/sandboxes/alpha");
-    assert_eq!((gone.status, gone.json["code"].as_str()), (404, Some("SANDBOX_NOT_FOUND")));
+    assert_eq!(
+        (gone.status, gone.json["code"].as_str()),
+        (404, Some("SANDBOX_NOT_FOUND"))
+    );
     assert_eq!(s.delete("/v1/sandboxes/alpha").status, 404);
 }
 
 #[test]
 fn invalid_ids_and_routes_have_stable_codes() {
     let s = Server::start();
-    for bad in ["UPPER", "-lead", "trail-", "under_score", "dot.ted", &"x".repeat(64)] {
+    for bad in [
+        "UPPER",
+        "-lead",
+        "trail-",
+        "under_score",
+        "dot.ted",
+        &"x".repeat(64),
+    ] {
         let a = s.put(&format!("/v1/sandboxes/{bad}"), &json!({}));
-        assert_eq!((a.status, a.json["code"].as_str()), (400, Some("INVALID_SANDBOX_ID")), "{bad}");
+        assert_eq!(
+            (a.status, a.json["code"].as_str()),
+            (400, Some("INVALID_SANDBOX_ID")),
+            "{bad}"
+        );
     }
     let a = s.get("/v1/nothing");
-    assert_eq!((a.status, a.json["code"].as_str()), (404, Some("NOT_FOUND")));
+    assert_eq!(
+        (a.status, a.json["code"].as_str()),
+        (404, Some("NOT_FOUND"))
+    );
     let a = s.post("/v1/sandboxes", &json!({}));
-    assert_eq!((a.status, a.json["code"].as_str()), (405, Some("METHOD_NOT_ALLOWED")));
-    s.sandbox("x");
+    assert_eq!(
+        (a.status, a.json["code"].as_str()),
+        (405, Some("METHOD_NOT_ALLOWED"))
+    );
+    let _ = s.sandbox("x");
     let a = s.put_bytes("/v1/sandboxes/x/contexts", b"{}");
     assert_eq!(a.status, 405);
     let a = s.put("/v1/sandboxes/y", &json!({"bogus": 1}));
-    assert_eq!((a.status, a.json["code"].as_str()), (400, Some("INVALID_REQUEST")));
+    assert_eq!(
+        (a.status, a.json["code"].as_str()),
+        (400, Some("INVALID_REQUEST"))
+    );
     let a = s.put_bytes("/v1/sandboxes/y", b"{not json");
-    assert_eq!((a.status, a.json["code"].as_str()), (400, Some("INVALID_REQUEST")));
+    assert_eq!(
+        (a.status, a.json["code"].as_str()),
+        (400, Some("INVALID_REQUEST"))
+    );
     for body in [&json!({"code": "1"}), &json!({})] {
         let a = s.post("/v1/sandboxes/nope/run", body);
         assert!(a.status == 404 || a.status == 400, "{a:?}");
@@ -59,10 +96,20 @@ fn invalid_ids_and_routes_have_stable_codes() {
 fn sandboxes_and_files_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = Server::start_in(dir.path(), &[]);
-    s.put("/v1/sandboxes/keep", &json!({"env": {"K": "v"}}));
-    let w = s.post("/v1/sandboxes/keep/files/write", &json!({"path": "/workspace/d/n.txt", "content": "persisted"}));
+    assert_eq!(
+        s.put("/v1/sandboxes/keep", &json!({"env": {"K": "v"}}))
+            .status,
+        201
+    );
+    let w = s.post(
+        "/v1/sandboxes/keep/files/write",
+        &json!({"path": "/workspace/d/n.txt", "content": "persisted"}),
+    );
     assert_eq!(w.status, 200, "{w:?}");
-    let c = s.post("/v1/sandboxes/keep/contexts", &json!({"language": "python"}));
+    let c = s.post(
+        "/v1/sandboxes/keep/contexts",
+        &json!({"language": "python"}),
+    );
     assert_eq!(c.status, 201);
     s.kill();
     let s2 = Server::start_in(dir.path(), &[]);
@@ -74,7 +121,10 @@ fn sandboxes_and_files_survive_a_restart() {
     // Live interpreter contexts do not survive a restart, and the API says so by listing none.
     assert_eq!(s2.get("/v1/sandboxes/keep/contexts").json["count"], 0);
     // The wasm route still sees the files.
-    let e = s2.post("/v1/sandboxes/keep/exec", &json!({"command": "python3 -c \"print(open('d/n.txt').read())\""}));
+    let e = s2.post(
+        "/v1/sandboxes/keep/exec",
+        &json!({"command": "python3 -c \"print(open('d/n.txt').read())\""}),
+    );
     assert_eq!(e.json["stdout"], "persisted\n", "{e:?}");
 }
 
@@ -93,8 +143,19 @@ fn token_is_required_beyond_loopback_and_checked_when_set() {
     // With a token: requests without it, or with a wrong one, are refused.
     let s = Server::start_in(dir.path(), &["--token", "s3cret"]);
     assert_eq!(s.get("/v1/sandboxes").status, 200);
-    for bad in ["", "Bearer nope", "Bearer s3cre", "Bearer s3crett", "Basic s3cret", "s3cret"] {
+    for bad in [
+        "",
+        "Bearer nope",
+        "Bearer s3cre",
+        "Bearer s3crett",
+        "Basic s3cret",
+        "s3cret",
+    ] {
         let a = s.get_with_auth("/v1/sandboxes", bad);
-        assert_eq!((a.status, a.json["code"].as_str()), (401, Some("UNAUTHORIZED")), "{bad:?}");
+        assert_eq!(
+            (a.status, a.json["code"].as_str()),
+            (401, Some("UNAUTHORIZED")),
+            "{bad:?}"
+        );
     }
 }

@@ -98,19 +98,36 @@ impl std::fmt::Debug for Live {
     }
 }
 
-/// Instantiates `guest` with `args`, the spec's env and mounts, plus `extra_mounts` first (the
-/// interpreter's own read-only folders, whose order the Python snapshot depends on).
+/// How one instance is launched, beyond the sandbox-wide [`GuestSpec`].
+pub(crate) struct Launch<'a> {
+    /// WASI argv.
+    pub args: &'a [String],
+    /// Mounted before the spec's: the interpreter's own read-only folders, whose order the
+    /// Python snapshot depends on.
+    pub extra_mounts: &'a [Mount],
+    /// Where stdout goes.
+    pub stdout: WriteFn,
+    /// Where stderr goes.
+    pub stderr: WriteFn,
+    /// stdin, empty when `None`.
+    pub stdin: Option<Box<dyn StdinStream>>,
+}
+
+/// Instantiates `guest` for `spec` as `launch` says, sharing `run` with its streams.
 pub(crate) fn instantiate(
     runtime: &Runtime,
     guest: &Guest,
     spec: &GuestSpec,
-    args: &[String],
-    extra_mounts: &[Mount],
-    stdout: WriteFn,
-    stderr: WriteFn,
-    stdin: Option<Box<dyn StdinStream>>,
+    launch: Launch<'_>,
     run: RunShared,
 ) -> Result<Live> {
+    let Launch {
+        args,
+        extra_mounts,
+        stdout,
+        stderr,
+        stdin,
+    } = launch;
     let origin = Instant::now();
     let mut b = WasiCtxBuilder::new();
     b.args(args)

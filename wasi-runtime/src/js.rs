@@ -14,7 +14,7 @@ use crate::door::{self, ToolHost};
 use crate::engine::Runtime;
 use crate::error::{Error, Result};
 use crate::guests::JS_DRIVER;
-use crate::instance::{CallEnd, GuestSpec, Live, call_end, instantiate};
+use crate::instance::{CallEnd, GuestSpec, Launch, Live, call_end, instantiate};
 use crate::output::{ChannelInput, WriteFn};
 use crate::run::{RunShared, Stream};
 
@@ -183,11 +183,13 @@ impl JsSession {
                     &runtime,
                     &runtime.js,
                     &spec,
-                    &[],
-                    &[],
-                    out,
-                    err,
-                    Some(Box::new(stdin)),
+                    Launch {
+                        args: &[],
+                        extra_mounts: &[],
+                        stdout: out,
+                        stderr: err,
+                        stdin: Some(Box::new(stdin)),
+                    },
                     run.clone(),
                 );
                 let mut live = match live {
@@ -246,11 +248,13 @@ pub(crate) fn run_program(
         runtime,
         &runtime.js,
         spec,
-        &[],
-        &[],
-        out,
-        err,
-        None,
+        Launch {
+            args: &[],
+            extra_mounts: &[],
+            stdout: out,
+            stderr: err,
+            stdin: None,
+        },
         run.clone(),
     )?;
     let result = init_argv(&mut live, args);

@@ -12,7 +12,9 @@ use wasmtime::{Memory, TypedFunc};
 use crate::engine::Runtime;
 use crate::error::{Error, Result};
 use crate::guests::PYTHON_SHIM;
-use crate::instance::{CallEnd, GuestSpec, Live, Mount, call_end, instantiate, run_writers};
+use crate::instance::{
+    CallEnd, GuestSpec, Launch, Live, Mount, call_end, instantiate, run_writers,
+};
 use crate::run::{EventSink, RunLimits, RunOutcome, RunShared};
 
 /// argv[0] the snapshot was initialised with: CPython derives its prefix from it.
@@ -88,11 +90,13 @@ impl PythonSession {
             runtime,
             &runtime.python,
             &spec,
-            &[ARGV0.to_owned()],
-            &interpreter_mounts(runtime),
-            out,
-            err,
-            None,
+            Launch {
+                args: &[ARGV0.to_owned()],
+                extra_mounts: &interpreter_mounts(runtime),
+                stdout: out,
+                stderr: err,
+                stdin: None,
+            },
             run.clone(),
         )?;
         let mut live = live;

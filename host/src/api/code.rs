@@ -666,10 +666,11 @@ async fn run_in_pool(
 fn absolute_program(program: Program, cwd: &str) -> Program {
     match program {
         Program::JavaScript { mut args } => {
-            if let Some(first) = args.first_mut() {
-                if !first.starts_with('-') && !first.starts_with('/') {
-                    *first = format!("{cwd}/{first}");
-                }
+            if let Some(first) = args.first_mut()
+                && !first.starts_with('-')
+                && !first.starts_with('/')
+            {
+                *first = format!("{cwd}/{first}");
             }
             Program::JavaScript { args }
         }

@@ -217,14 +217,11 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
                     saved += 1;
                 }
             }
-            if saved == 0
-                || r["text"]
-                    .as_str()
-                    .is_some_and(|t| !t.starts_with("<Figure"))
+            // A figure's text is only its repr; everything else is printed.
+            if let Some(t) = r["text"].as_str()
+                && (saved == 0 || !t.starts_with("<Figure"))
             {
-                if let Some(t) = r["text"].as_str() {
-                    println!("{t}");
-                }
+                println!("{t}");
             }
         }
         if let Some(e) = v["error"].as_object() {
@@ -250,7 +247,7 @@ pub async fn ls(s: ServerArgs) -> anyhow::Result<i32> {
     if s.json {
         println!("{v:#}");
     } else {
-        println!("{:<40} {:<26} {}", "ID", "CREATED", "CONTEXTS");
+        println!("{:<40} {:<26} CONTEXTS", "ID", "CREATED");
         for sb in v["sandboxes"].as_array().cloned().unwrap_or_default() {
             println!(
                 "{:<40} {:<26} {}",

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Prepares everything (see setup.sh), starts `hybox serve`, creates a sandbox, runs Python with
+# numpy and a matplotlib plot in it, and shows the results and where the PNG went.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+
+hybox="${CARGO_TARGET_DIR:-target}/release/hybox"
+data_dir=${HYBOX_DATA_DIR:-$HOME/.local/share/hybox}
+listen=${HYBOX_LISTEN:-127.0.0.1:7700}
+export HYBOX_SERVER="http://$listen"
+
+printf '\n\033[1m==> starting hybox serve on %s (data: %s)\033[0m\n' "$listen" "$data_dir"
+"$hybox" serve --listen "$listen" --data-dir "$data_dir" >/tmp/hybox-demo-serve.out 2>/tmp/hybox-demo-serve.log &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do
+  grep -q listening /tmp/hybox-demo-serve.out 2>/dev/null && break
+  if ! kill -0 $server 2>/dev/null; then cat /tmp/hybox-demo-serve.log >&2; exit 1; fi
+  sleep 0.05
+done
+
+printf '\n\033[1m==> hybox run demo examples/demo.py\033[0m\n'
+"$hybox" run demo --lang python examples/demo.py --save-images out/demo
+
+printf '\n\033[1m==> hybox exec demo -- python3 -c ...\033[0m\n'
+"$hybox" exec demo -- python3 -c "'import os; print(sorted(os.listdir(\"/workspace\")))'"
+
+printf '\n\033[1m==> where the PNG went\033[0m\n'
+echo "  returned as a rich result, saved by the CLI: $(pwd)/out/demo/"
+echo "  written by the guest to /workspace/plot.png: $data_dir/sandboxes/demo/workspace/plot.png"
+ls -l out/demo/*.png "$data_dir/sandboxes/demo/workspace/plot.png"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Prepares everything (see setup.sh) and runs every check and the whole test suite: formatting,
+# lints, the dependency license policy, unit tests and end-to-end tests against a real server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+# Tests share one guest cache so each test server starts in milliseconds.
+export HYBOX_CACHE_DIR=${HYBOX_CACHE_DIR:-${HYBOX_DATA_DIR:-$HOME/.local/share/hybox}/cache}
+
+say "formatting"
+cargo fmt --all --check
+say "lints"
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+say "dependency licenses (Apache-2.0 OR MIT compatible only)"
+python3 scripts/check-licenses.py
+say "tests"
+cargo test --release --workspace --locked
