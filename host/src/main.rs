@@ -30,6 +30,8 @@ fn main() -> std::process::ExitCode {
                 listen,
                 token,
                 lazy,
+                pool_size,
+                max_instances,
                 dirs,
             } => {
                 server::run(ServeConfig {
@@ -38,6 +40,8 @@ fn main() -> std::process::ExitCode {
                     cache_dir: dirs.cache_dir(),
                     token,
                     eager: !lazy,
+                    pool_size,
+                    max_instances,
                 })
                 .await?;
                 Ok(0)

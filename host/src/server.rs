@@ -16,6 +16,9 @@ use crate::api::{self, AppState};
 use crate::backend::wasi::WasiBackend;
 use crate::sandbox::Registry;
 
+/// How long a new sandbox keeps its unused spare interpreters.
+const SPARE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -29,6 +32,10 @@ pub struct ServeConfig {
     pub token: Option<String>,
     /// Load the wasm route at start rather than on first use.
     pub eager: bool,
+    /// Spare interpreter pairs kept ready for new sandboxes.
+    pub pool_size: usize,
+    /// Most guest instances alive at once (contexts, spares, running programs).
+    pub max_instances: u32,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -46,7 +53,15 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let registry = Registry::open(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
-    let wasi = WasiBackend::new(config.cache_dir.clone(), EngineOptions::default());
+    let wasi = WasiBackend::new(
+        config.cache_dir.clone(),
+        EngineOptions {
+            max_instances: config.max_instances,
+            ..EngineOptions::default()
+        },
+        config.data_dir.join("pool"),
+        config.pool_size,
+    );
     let state = Arc::new(AppState::new(registry, wasi, config.token.clone()));
     let listener = TcpListener::bind(config.listen)
         .await
@@ -61,6 +76,17 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             let _ = s.wasi.runtime().await;
         });
     }
+    let sweeper = state.clone();
+    tokio::spawn(async move {
+        // Spares a sandbox took but never used are dropped: they hold memory.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            for sb in sweeper.registry.list().await {
+                sb.expire_spare(SPARE_TTL);
+            }
+        }
+    });
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         tokio::select! {

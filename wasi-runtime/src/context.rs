@@ -25,8 +25,16 @@ pub enum Language {
     JavaScript,
 }
 
+enum PyWork {
+    Cell(String),
+    Configure {
+        cwd: String,
+        env: Vec<(String, String)>,
+    },
+}
+
 struct PyJob {
-    code: String,
+    work: PyWork,
     limits: RunLimits,
     sink: Option<EventSink>,
     reply: SyncSender<(CallEnd<i32>, RunOutcome)>,
@@ -64,7 +72,23 @@ pub struct ContextRun {
 
 fn start_live(runtime: &Arc<Runtime>, language: Language, spec: &GuestSpec) -> Result<Live> {
     match language {
-        Language::JavaScript => Ok(Live::Js(JsSession::start(runtime, spec)?)),
+        Language::JavaScript => {
+            let js = JsSession::start(runtime, spec)?;
+            // QuickJS starts in `/`; the Python shim changes directory itself.
+            js.run.begin(&RunLimits::default(), None);
+            let signal = js.eval(&js_configure(&spec.cwd, &[]));
+            let outcome = js.run.finish();
+            match (signal, outcome.error) {
+                (Signal::TurnEnd, None) => Ok(Live::Js(js)),
+                (_, Some(e)) => Err(Error::Engine(format!(
+                    "cannot enter {}: {}",
+                    spec.cwd, e.value
+                ))),
+                (Signal::Gone(end), None) => Err(Error::Engine(format!(
+                    "js guest ended while starting: {end:?}"
+                ))),
+            }
+        }
         Language::Python => {
             let (tx, rx) = sync_channel::<PyJob>(1);
             let (ready_tx, ready_rx) = sync_channel::<Result<()>>(1);
@@ -85,7 +109,10 @@ fn start_live(runtime: &Arc<Runtime>, language: Language, spec: &GuestSpec) -> R
                         }
                     };
                     while let Ok(job) = rx.recv() {
-                        let (end, outcome) = session.run_cell(&job.code, &job.limits, job.sink);
+                        let (end, outcome) = match &job.work {
+                            PyWork::Cell(code) => session.run_cell(code, &job.limits, job.sink),
+                            PyWork::Configure { cwd, env } => session.configure(cwd, env),
+                        };
                         let poisoned = !matches!(end, CallEnd::Returned(_));
                         let _ = job.reply.send((end, outcome));
                         if poisoned {
@@ -109,12 +136,13 @@ impl Context {
     /// [`Error::Engine`] when the guest cannot be instantiated or its shim fails.
     pub fn start(runtime: &Arc<Runtime>, language: Language, spec: GuestSpec) -> Result<Self> {
         let live = start_live(runtime, language, &spec)?;
-        Ok(Self {
+        let ctx = Self {
             runtime: runtime.clone(),
             language,
             spec,
             live: Mutex::new(Some(live)),
-        })
+        };
+        Ok(ctx)
     }
 
     /// The context's language.
@@ -133,6 +161,50 @@ impl Context {
         limits: &RunLimits,
         sink: Option<EventSink>,
     ) -> Result<ContextRun> {
+        self.submit(PyWork::Cell(code.to_owned()), limits, sink)
+    }
+
+    /// Hands a context started ahead of time (a pool spare) to its sandbox: `spec` replaces the
+    /// one it was started with (its mounts are the same folders, moved; a restart after a
+    /// timeout uses the new paths), and the guest enters `spec.cwd` and gets `spec.env`.
+    ///
+    /// # Errors
+    /// [`Error::Engine`] when the guest refuses (a cwd that does not exist).
+    pub fn adopt(&mut self, spec: GuestSpec) -> Result<()> {
+        let (cwd, env) = (spec.cwd.clone(), spec.env.clone());
+        let env = env.as_slice();
+        let cwd = cwd.as_str();
+        let unchanged = cwd == self.spec.cwd && env == self.spec.env.as_slice();
+        self.spec = spec;
+        if unchanged {
+            return Ok(());
+        }
+        let run = match self.language {
+            Language::Python => self.submit(
+                PyWork::Configure {
+                    cwd: cwd.to_owned(),
+                    env: env.to_vec(),
+                },
+                &RunLimits::default(),
+                None,
+            )?,
+            Language::JavaScript => {
+                self.run(&js_configure(cwd, env), &RunLimits::default(), None)?
+            }
+        };
+        match (&run.outcome.error, &run.outcome.trap) {
+            (None, None) => Ok(()),
+            (Some(e), _) => Err(Error::Engine(format!("configure: {}: {}", e.name, e.value))),
+            (None, Some(t)) => Err(Error::Engine(format!("configure: {t}"))),
+        }
+    }
+
+    fn submit(
+        &self,
+        work: PyWork,
+        limits: &RunLimits,
+        sink: Option<EventSink>,
+    ) -> Result<ContextRun> {
         let mut slot = self
             .live
             .lock()
@@ -145,7 +217,7 @@ impl Context {
             Some(Live::Python(tx)) => {
                 let (reply_tx, reply_rx) = sync_channel(1);
                 let job = PyJob {
-                    code: code.to_owned(),
+                    work,
                     limits: limits.clone(),
                     sink,
                     reply: reply_tx,
@@ -156,8 +228,13 @@ impl Context {
                 }
             }
             Some(Live::Js(js)) => {
+                let PyWork::Cell(code) = work else {
+                    return Err(Error::Protocol(
+                        "configure work sent to a js context".into(),
+                    ));
+                };
                 js.run.begin(limits, sink);
-                let signal = js.eval(code);
+                let signal = js.eval(&code);
                 let mut outcome = js.run.finish();
                 let end = match signal {
                     Signal::TurnEnd => CallEnd::Returned(0),
@@ -175,6 +252,17 @@ impl Context {
         }
         Ok(ContextRun { outcome, restarted })
     }
+}
+
+/// JavaScript that sets the working directory and environment of a QuickJS context.
+fn js_configure(cwd: &str, env: &[(String, String)]) -> String {
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    let mut code = format!("os.chdir({});", quote(cwd));
+    for (k, v) in env {
+        code.push_str(&format!("std.setenv({}, {});", quote(k), quote(v)));
+    }
+    code.push_str("undefined");
+    code
 }
 
 fn gone() -> (CallEnd<i32>, RunOutcome) {

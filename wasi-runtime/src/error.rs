@@ -29,6 +29,9 @@ pub enum Error {
     /// wasmtime refused a configuration, module or instantiation.
     #[error("wasm engine error: {0}")]
     Engine(String),
+    /// Every slot of the instance pool is taken by live guests.
+    #[error("all guest slots are in use ({0}); delete idle contexts or raise the limit")]
+    Capacity(String),
     /// The run passed its deadline and was stopped.
     #[error("execution timed out after {elapsed_ms} ms")]
     Timeout {
@@ -79,6 +82,7 @@ impl Error {
             Self::ArtifactChecksum { .. } => "GUEST_CHECKSUM",
             Self::Manifest(_) => "GUEST_MANIFEST",
             Self::Engine(_) => "ENGINE_ERROR",
+            Self::Capacity(_) => "CAPACITY_EXHAUSTED",
             Self::Timeout { .. } => "TIMEOUT",
             Self::Cancelled => "CANCELLED",
             Self::MemoryLimit { .. } => "MEMORY_LIMIT",

@@ -171,10 +171,15 @@ pub(crate) fn instantiate(
         }
         Ok(UpdateDeadline::Continue(1))
     });
-    let instance = guest
-        .pre
-        .instantiate(&mut store)
-        .map_err(|e| Error::engine(format!("instantiate: {e:#}")))?;
+    let instance = guest.pre.instantiate(&mut store).map_err(|e| {
+        let text = format!("{e:#}");
+        // The pooling allocator's refusal when every slot is taken.
+        if text.contains("concurrent") && text.contains("limit") {
+            Error::Capacity(text)
+        } else {
+            Error::engine(format!("instantiate: {text}"))
+        }
+    })?;
     if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
         init.call(&mut store, ())
             .map_err(|e| Error::engine(format!("_initialize: {e:#}")))?;

@@ -86,6 +86,7 @@ impl PythonSession {
             env,
             ..spec.clone()
         };
+        let started = std::time::Instant::now();
         let live = instantiate(
             runtime,
             &runtime.python,
@@ -99,6 +100,7 @@ impl PythonSession {
             },
             run.clone(),
         )?;
+        let instantiated = started.elapsed();
         let mut live = live;
         let alloc = live
             .instance
@@ -129,6 +131,11 @@ impl PythonSession {
             json_str(mode_name)
         );
         let outcome = session.turn(&install, &RunLimits::default(), None);
+        tracing::debug!(
+            instantiate_ms = instantiated.as_secs_f64() * 1e3,
+            shim_ms = (started.elapsed() - instantiated).as_secs_f64() * 1e3,
+            "python instance ready"
+        );
         match outcome {
             (CallEnd::Returned(0), out) if out.error.is_none() => Ok(session),
             (end, out) => Err(Error::engine(format!(
@@ -174,6 +181,20 @@ impl PythonSession {
         self.memory
             .write(&mut self.live.store, ptr as u32 as usize, bytes)?;
         self.turn.call(&mut self.live.store, (ptr, len))
+    }
+
+    /// Changes the working directory and adds environment variables.
+    pub fn configure(&mut self, cwd: &str, env: &[(String, String)]) -> (CallEnd<i32>, RunOutcome) {
+        let env: serde_json::Map<String, serde_json::Value> = env
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let code = format!(
+            "__hybox__.configure({}, {})\n",
+            json_str(cwd),
+            serde_json::Value::Object(env)
+        );
+        self.turn(&code, &RunLimits::default(), None)
     }
 
     /// Runs a cell of user code in `__main__`.

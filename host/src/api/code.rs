@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use hybox_wasi_runtime::{
-    CancelToken, Context, Event, EventSink, GuestSpec, Language, MimeBundle, Mount, NoTools,
-    Program, PythonProgram, RunLimits, RunOutcome, Runtime, StopReason, run_program,
+    CancelToken, Context, Event, EventSink, GuestSpec, Language, MimeBundle, NoTools, Program,
+    PythonProgram, RunLimits, RunOutcome, Runtime, StopReason, run_program,
 };
 
 use super::AppState;
@@ -126,18 +126,7 @@ fn guest_spec(sb: &Sandbox, cwd: String, env: BTreeMap<String, String>) -> Guest
     GuestSpec {
         cwd,
         env: env.into_iter().collect(),
-        mounts: vec![
-            Mount {
-                host: sb.workspace_dir(),
-                guest: "/workspace".into(),
-                writable: true,
-            },
-            Mount {
-                host: sb.tmp_dir(),
-                guest: "/tmp".into(),
-                writable: true,
-            },
-        ],
+        mounts: crate::backend::wasi::mounts(&sb.workspace_dir(), &sb.tmp_dir()),
         memory_limit: sb.meta().memory_limit_mb.saturating_mul(1 << 20),
         tools: Arc::new(NoTools),
     }
@@ -172,9 +161,13 @@ async fn start_context(
         ApiLanguage::Python => Language::Python,
         ApiLanguage::Javascript | ApiLanguage::Typescript => Language::JavaScript,
     };
-    let live = tokio::task::spawn_blocking(move || Context::start(&runtime, lang, spec))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))??;
+    let spare = sb.take_spare(lang);
+    let live = tokio::task::spawn_blocking(move || match spare {
+        Some(mut ctx) => ctx.adopt(spec).map(|()| ctx),
+        None => Context::start(&runtime, lang, spec),
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))??;
     let ctx = Arc::new(CodeContext {
         id: id.clone(),
         language,

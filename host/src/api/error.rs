@@ -126,6 +126,7 @@ impl ApiError {
     pub fn body(&self) -> Value {
         let (code, status) = self.code_and_status();
         let message = if status.is_server_error()
+            && !matches!(self, Self::Wasm(WasmError::Capacity(_)))
             && !matches!(
                 self,
                 Self::RouteUnavailable { .. }
@@ -178,6 +179,7 @@ fn wasm_status(e: &WasmError) -> StatusCode {
         WasmError::MemoryLimit { .. } => StatusCode::INSUFFICIENT_STORAGE,
         WasmError::OutputLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         WasmError::ContextGone => StatusCode::GONE,
+        WasmError::Capacity(_) => StatusCode::SERVICE_UNAVAILABLE,
         WasmError::Engine(_)
         | WasmError::Trap(_)
         | WasmError::Protocol(_)
@@ -296,6 +298,11 @@ mod tests {
                 }),
                 "IO_ERROR",
                 500,
+            ),
+            (
+                ApiError::Wasm(WasmError::Capacity("x".into())),
+                "CAPACITY_EXHAUSTED",
+                503,
             ),
             (ApiError::Internal(anyhow::anyhow!("boom")), "INTERNAL", 500),
         ];

@@ -166,12 +166,13 @@ pub(super) async fn op(
             let (from, to) = blocking(ws, move |ws| {
                 let from = ws.resolve(&r.old_path, CWD)?;
                 let to = ws.resolve(&r.new_path, CWD)?;
-                if is_move {
-                    ws.move_path(&from, &to)?;
+                let landed = if is_move {
+                    ws.move_path(&from, &to)?
                 } else {
                     ws.rename(&from, &to)?;
-                }
-                Ok((from.guest_path(), to.guest_path()))
+                    to
+                };
+                Ok((from.guest_path(), landed.guest_path()))
             })
             .await?;
             ok(json!({ "from": from, "to": to, "success": true }))

@@ -33,7 +33,10 @@ pub(super) async fn put(
 ) -> Result<Response<Body>, ApiError> {
     let body = http::read_body(req.into_body()).await?;
     let options: CreateOptions = http::parse_json(&body)?;
-    let (sb, created) = state.registry.get_or_create(id, options).await?;
+    let (sb, created) = state
+        .registry
+        .get_or_create(id, options, || state.wasi.take_spare())
+        .await?;
     let mut v = view(&sb);
     v["created"] = json!(created);
     let status = if created {

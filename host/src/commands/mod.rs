@@ -86,6 +86,12 @@ pub enum Command {
         /// Load the wasm route only on first use instead of at start.
         #[arg(long)]
         lazy: bool,
+        /// Spare interpreter pairs (Python + JavaScript) kept started for new sandboxes.
+        #[arg(long, env = "HYBOX_POOL_SIZE", default_value_t = 2)]
+        pool_size: usize,
+        /// Most guest instances alive at once; past it new contexts get CAPACITY_EXHAUSTED.
+        #[arg(long, env = "HYBOX_MAX_INSTANCES", default_value_t = 1000)]
+        max_instances: u32,
         #[command(flatten)]
         dirs: DirArgs,
     },

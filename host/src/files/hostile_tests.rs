@@ -102,7 +102,7 @@ fn run(fx: &Fixture, c: &Case) -> Result<()> {
         Op::Delete => fx.ws.delete(&p, false),
         Op::DeleteAll => fx.ws.delete(&p, true),
         Op::Rename(to) => fx.ws.rename(&p, &fx.ws.resolve(to, c.cwd)?),
-        Op::Move(to) => fx.ws.move_path(&p, &fx.ws.resolve(to, c.cwd)?),
+        Op::Move(to) => fx.ws.move_path(&p, &fx.ws.resolve(to, c.cwd)?).map(drop),
         Op::List => fx.ws.list(&p, false, 1000).map(drop),
         Op::ListAll => fx.ws.list(&p, true, 1000).map(drop),
         Op::Stat => fx.ws.stat(&p).map(drop),

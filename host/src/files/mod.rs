@@ -510,7 +510,7 @@ impl Workspace {
     /// Moves `from` to `to` like `mv`: if `to` is an existing directory (or a symlink to
     /// one inside the workspace), `from` is moved into it; otherwise missing parents of
     /// `to` are created and `from` is renamed to `to`.
-    pub fn move_path(&self, from: &RelPath, to: &RelPath) -> Result<()> {
+    pub fn move_path(&self, from: &RelPath, to: &RelPath) -> Result<RelPath> {
         from.require_name()?;
         self.dir
             .symlink_metadata(from.fs_path())
@@ -527,7 +527,8 @@ impl Workspace {
         if missing {
             self.create_dirs(&target.parent())?;
         }
-        self.rename_checked(from, &target)
+        self.rename_checked(from, &target)?;
+        Ok(target)
     }
 
     /// Lists the directory at `p` (following a symlink at `p` itself if it stays inside).

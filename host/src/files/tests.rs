@@ -438,9 +438,11 @@ fn move_variants() {
     fx.file("real/y", b"");
     fx.link("dirlink", "real");
 
-    fx.ws
+    let landed = fx
+        .ws
         .move_path(&fx.p("a.txt"), &fx.p("dir"))
         .expect("move into dir");
+    assert_eq!(landed.guest_path(), "/workspace/dir/a.txt");
     assert_eq!(fs::read(fx.host("dir/a.txt")).expect("read"), b"A");
     fx.ws
         .move_path(&fx.p("dir/a.txt"), &fx.p("new/deep/renamed.txt"))

@@ -11,6 +11,7 @@ mod id;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
@@ -19,7 +20,17 @@ pub use context::CodeContext;
 pub use id::SandboxId;
 
 use crate::api::error::ApiError;
+use crate::backend::wasi::{SPARE_MEMORY_MB, Spare};
 use crate::files::Workspace;
+use hybox_wasi_runtime::{Context, Language};
+
+/// Interpreters started before the sandbox existed, waiting for its first contexts.
+#[derive(Debug)]
+struct Spares {
+    python: Option<Context>,
+    js: Option<Context>,
+    since: Instant,
+}
 
 /// What is persisted about a sandbox.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +63,7 @@ pub struct Sandbox {
     pub workspace: Arc<Workspace>,
     /// Code contexts by id.
     pub contexts: Mutex<HashMap<String, Arc<CodeContext>>>,
+    spares: Mutex<Option<Spares>>,
 }
 
 impl Sandbox {
@@ -74,6 +86,30 @@ impl Sandbox {
     #[must_use]
     pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
+    }
+
+    /// Takes the spare interpreter of `language`, if the sandbox still has one.
+    pub fn take_spare(&self, language: Language) -> Option<Context> {
+        let mut slot = self
+            .spares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let spares = slot.as_mut()?;
+        match language {
+            Language::Python => spares.python.take(),
+            Language::JavaScript => spares.js.take(),
+        }
+    }
+
+    /// Drops spares older than `ttl`.
+    pub fn expire_spare(&self, ttl: Duration) {
+        let mut slot = self
+            .spares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|s| s.since.elapsed() > ttl) {
+            *slot = None;
+        }
     }
 
     /// Looks up a context.
@@ -152,10 +188,15 @@ impl Registry {
         &self,
         id: SandboxId,
         options: CreateOptions,
+        take_spare: impl FnOnce() -> Option<Spare>,
     ) -> Result<(Arc<Sandbox>, bool), ApiError> {
         if let Some(sb) = self.sandboxes.read().await.get(&id) {
             return Ok((sb.clone(), false));
         }
+        let memory_limit_mb = options.memory_limit_mb.unwrap_or_else(default_memory_mb);
+        let spare = (memory_limit_mb == SPARE_MEMORY_MB)
+            .then(take_spare)
+            .flatten();
         let mut map = self.sandboxes.write().await;
         if let Some(sb) = map.get(&id) {
             return Ok((sb.clone(), false));
@@ -165,19 +206,37 @@ impl Registry {
             id: id.to_string(),
             created_at: crate::timestamp::now(),
             env: options.env.unwrap_or_default(),
-            memory_limit_mb: options.memory_limit_mb.unwrap_or_else(default_memory_mb),
+            memory_limit_mb,
         };
         let sb = tokio::task::spawn_blocking(move || -> Result<Sandbox, ApiError> {
+            std::fs::create_dir_all(&dir).map_err(|e| io_err("create sandbox dir", e))?;
+            let spare = spare.and_then(|s| adopt_slot(&s.slot, &dir).then_some(s));
             std::fs::create_dir_all(dir.join("workspace"))
                 .map_err(|e| io_err("create workspace", e))?;
             std::fs::create_dir_all(dir.join("tmp")).map_err(|e| io_err("create tmp", e))?;
             write_meta(&dir, &meta)?;
-            load(&dir, id)
+            let sb = load(&dir, id)?;
+            if let Some(s) = spare {
+                *sb.spares
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Spares {
+                    python: Some(s.python),
+                    js: Some(s.js),
+                    since: Instant::now(),
+                });
+            }
+            Ok(sb)
         })
         .await
         .map_err(|e| ApiError::Internal(e.into()))??;
         let sb = Arc::new(sb);
         map.insert(sb.id.clone(), sb.clone());
+        let dir = self.root.join(sb.id.as_str());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = sync_meta(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot sync sandbox metadata");
+            }
+        });
         Ok((sb, true))
     }
 
@@ -230,6 +289,15 @@ impl Registry {
     }
 }
 
+/// Moves a pool slot's folders into a new sandbox directory. False (and nothing moved that
+/// matters) when it cannot: the caller then makes fresh folders and drops the spare.
+fn adopt_slot(slot: &Path, dir: &Path) -> bool {
+    let ok = std::fs::rename(slot.join("workspace"), dir.join("workspace")).is_ok()
+        && std::fs::rename(slot.join("tmp"), dir.join("tmp")).is_ok();
+    let _ = std::fs::remove_dir_all(slot);
+    ok
+}
+
 fn load(dir: &Path, id: SandboxId) -> Result<Sandbox, ApiError> {
     let raw = std::fs::read(dir.join("meta.json")).map_err(|e| io_err("read meta.json", e))?;
     let meta: SandboxMeta = serde_json::from_slice(&raw)
@@ -241,9 +309,13 @@ fn load(dir: &Path, id: SandboxId) -> Result<Sandbox, ApiError> {
         meta: Mutex::new(meta),
         workspace: Arc::new(workspace),
         contexts: Mutex::new(HashMap::new()),
+        spares: Mutex::new(None),
     })
 }
 
+/// Writes `meta.json` atomically (temp file + rename). It is made durable by [`sync_meta`],
+/// which creation runs just after answering: an fsync is a millisecond or more on the critical
+/// path of a sandbox's first request, and a crash in that window loses only the new sandbox.
 fn write_meta(dir: &Path, meta: &SandboxMeta) -> Result<(), ApiError> {
     use std::io::Write;
     let tmp = dir.join("meta.json.tmp");
@@ -251,6 +323,15 @@ fn write_meta(dir: &Path, meta: &SandboxMeta) -> Result<(), ApiError> {
     let mut f = std::fs::File::create(&tmp).map_err(|e| io_err("write meta.json", e))?;
     f.write_all(&bytes)
         .map_err(|e| io_err("write meta.json", e))?;
-    f.sync_all().map_err(|e| io_err("sync meta.json", e))?;
     std::fs::rename(&tmp, dir.join("meta.json")).map_err(|e| io_err("install meta.json", e))
+}
+
+/// fsyncs a sandbox's metadata and the directory entries that name it.
+fn sync_meta(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir.join("meta.json"))?.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()?;
+    match dir.parent() {
+        Some(parent) => std::fs::File::open(parent)?.sync_all(),
+        None => Ok(()),
+    }
 }

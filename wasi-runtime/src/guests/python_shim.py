@@ -3,7 +3,9 @@
 # `__hybox__`. It talks to the host only through the door (`_host.call`), with the methods of
 # wit/hybox.wit encoded as JSON.
 def __hybox_install(cwd, mode):
-    import ast, base64, builtins, io, json, os, sys, traceback, types
+    # Only modules the snapshot already holds are imported here: a new context must be ready
+    # in milliseconds. `traceback` (17 ms) and `base64` are imported on first use.
+    import ast, builtins, io, json, os, sys, types
     import _host
 
     os.chdir(cwd)
@@ -49,6 +51,8 @@ def __hybox_install(cwd, mode):
                 if data is None:
                     continue
                 if isinstance(data, (bytes, bytearray)):
+                    import base64
+
                     data = base64.b64encode(data).decode()
                 elif mime == "application/json" and not isinstance(data, str):
                     data = json.dumps(data)
@@ -69,6 +73,8 @@ def __hybox_install(cwd, mode):
         plt = sys.modules.get("matplotlib.pyplot")
         if plt is None:
             return
+        import base64
+
         for num in plt.get_fignums():
             fig = plt.figure(num)
             buf = io.BytesIO()
@@ -79,6 +85,8 @@ def __hybox_install(cwd, mode):
         plt.close("all")
 
     def report(exc):
+        import traceback
+
         tb = exc.__traceback__
         # Drop the shim's own frames: the user's traceback starts at their cell.
         while tb is not None and tb.tb_frame.f_code.co_filename == __file__name:
@@ -142,6 +150,8 @@ def __hybox_install(cwd, mode):
                 print(code, file=sys.stderr)
                 status = 1
         except BaseException:
+            import traceback
+
             traceback.print_exc()
             status = 1
         try:
@@ -152,8 +162,14 @@ def __hybox_install(cwd, mode):
         sys.stderr.flush()
         os._exit(status)
 
+    def configure(cwd, env):
+        """Re-targets a pre-started instance: working directory and environment."""
+        os.chdir(cwd)
+        os.environ.update(env)
+
     __file__name = __hybox_install.__code__.co_filename
     hy.run, hy.main, hy.display, hy.bundle = run, main_program, display, bundle
+    hy.configure = configure
     hy.call_tool = lambda name, **args: json.loads(
         _call("call-tool", name=name, **{"args-json": json.dumps(args)})
     )
