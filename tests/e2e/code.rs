@@ -641,3 +641,51 @@ fn cli_exec_run_ls_rm() {
     assert_eq!(code, 0);
     assert_eq!(s.get("/v1/sandboxes/clibox").status, 404);
 }
+
+#[test]
+fn guests_call_host_tools_and_report_progress_through_the_door() {
+    let s = Server::start();
+    let sb = s.sandbox("tools");
+    let ctx = context(&s, &sb, "python");
+    let v = run(
+        &s,
+        &sb,
+        &ctx,
+        "import hybox\nhybox.call_tool('sandbox.info')['sandboxId']",
+    );
+    assert_eq!(v["results"][0]["text"], "'tools'", "{v}");
+    let v = run(&s, &sb, &ctx, "hybox.call_tool('no.such.tool')");
+    assert_eq!(v["error"]["name"], "RuntimeError");
+    assert!(
+        v["error"]["value"]
+            .as_str()
+            .expect("value")
+            .contains("no tool named no.such.tool")
+    );
+    let (_, events) = s.post_sse(
+        &format!("/v1/sandboxes/{sb}/contexts/{ctx}/run"),
+        &json!({"code": "hybox.progress(1, 2, 'half')\nhybox.progress(2, 2, 'done')"}),
+    );
+    let progress: Vec<&Value> = events
+        .iter()
+        .filter(|(n, _, _)| n == "progress")
+        .map(|(_, d, _)| d)
+        .collect();
+    assert_eq!(progress.len(), 2);
+    assert_eq!(
+        progress[0],
+        &json!({"done": 1, "total": 2, "message": "half"})
+    );
+    // A second context of the same sandbox (not from the spare pool) has the same tools.
+    let other = context(&s, &sb, "python");
+    let v = run(
+        &s,
+        &sb,
+        &other,
+        "import hybox\nhybox.call_tool('tools.list')",
+    );
+    assert_eq!(
+        v["results"][0]["json"],
+        json!(["sandbox.info", "tools.list"])
+    );
+}

@@ -30,6 +30,7 @@ enum PyWork {
     Configure {
         cwd: String,
         env: Vec<(String, String)>,
+        tools: Arc<dyn crate::door::ToolHost>,
     },
 }
 
@@ -111,7 +112,10 @@ fn start_live(runtime: &Arc<Runtime>, language: Language, spec: &GuestSpec) -> R
                     while let Ok(job) = rx.recv() {
                         let (end, outcome) = match &job.work {
                             PyWork::Cell(code) => session.run_cell(code, &job.limits, job.sink),
-                            PyWork::Configure { cwd, env } => session.configure(cwd, env),
+                            PyWork::Configure { cwd, env, tools } => {
+                                session.set_tools(tools.clone());
+                                session.configure(cwd, env)
+                            }
                         };
                         let poisoned = !matches!(end, CallEnd::Returned(_));
                         let _ = job.reply.send((end, outcome));
@@ -174,7 +178,10 @@ impl Context {
         let (cwd, env) = (spec.cwd.clone(), spec.env.clone());
         let env = env.as_slice();
         let cwd = cwd.as_str();
-        let unchanged = cwd == self.spec.cwd && env == self.spec.env.as_slice();
+        let tools = spec.tools.clone();
+        let unchanged = cwd == self.spec.cwd
+            && env == self.spec.env.as_slice()
+            && Arc::ptr_eq(&tools, &self.spec.tools);
         self.spec = spec;
         if unchanged {
             return Ok(());
@@ -184,6 +191,7 @@ impl Context {
                 PyWork::Configure {
                     cwd: cwd.to_owned(),
                     env: env.to_vec(),
+                    tools,
                 },
                 &RunLimits::default(),
                 None,

@@ -183,6 +183,11 @@ impl PythonSession {
         self.turn.call(&mut self.live.store, (ptr, len))
     }
 
+    /// Replaces the tools the door offers.
+    pub fn set_tools(&mut self, tools: std::sync::Arc<dyn crate::door::ToolHost>) {
+        self.live.store.data_mut().tools = tools;
+    }
+
     /// Changes the working directory and adds environment variables.
     pub fn configure(&mut self, cwd: &str, env: &[(String, String)]) -> (CallEnd<i32>, RunOutcome) {
         let env: serde_json::Map<String, serde_json::Value> = env

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use hybox_wasi_runtime::{
-    CancelToken, Context, Event, EventSink, GuestSpec, Language, MimeBundle, NoTools, Program,
+    CancelToken, Context, Event, EventSink, GuestSpec, Language, MimeBundle, Program,
     PythonProgram, RunLimits, RunOutcome, Runtime, StopReason, run_program,
 };
 
@@ -128,7 +128,7 @@ fn guest_spec(sb: &Sandbox, cwd: String, env: BTreeMap<String, String>) -> Guest
         env: env.into_iter().collect(),
         mounts: crate::backend::wasi::mounts(&sb.workspace_dir(), &sb.tmp_dir()),
         memory_limit: sb.meta().memory_limit_mb.saturating_mul(1 << 20),
-        tools: Arc::new(NoTools),
+        tools: sb.tools.clone(),
     }
 }
 

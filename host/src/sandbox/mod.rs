@@ -7,6 +7,7 @@
 
 pub mod context;
 mod id;
+pub mod tools;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -63,6 +64,8 @@ pub struct Sandbox {
     pub workspace: Arc<Workspace>,
     /// Code contexts by id.
     pub contexts: Mutex<HashMap<String, Arc<CodeContext>>>,
+    /// Tools its guests may call (one instance per sandbox).
+    pub tools: Arc<dyn hybox_wasi_runtime::ToolHost>,
     spares: Mutex<Option<Spares>>,
 }
 
@@ -304,6 +307,7 @@ fn load(dir: &Path, id: SandboxId) -> Result<Sandbox, ApiError> {
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("parse meta.json")))?;
     let workspace = Workspace::open(&dir.join("workspace"))?;
     Ok(Sandbox {
+        tools: Arc::new(tools::SandboxTools::new(id.as_str())),
         id,
         dir: dir.to_path_buf(),
         meta: Mutex::new(meta),

@@ -177,6 +177,7 @@ def __hybox_install(cwd, mode):
         "progress", done=done, total=total, message=message
     )
     sys.modules["_hybox"] = hy
+    sys.modules["hybox"] = hy  # the public name: `import hybox; hybox.display(...)`
     builtins.__hybox__ = hy
     if mode == "context":
         # IPython's `display` is what notebook code calls; offer the same name.
