@@ -19,7 +19,12 @@ pub fn run(cache_dir: &Path) -> anyhow::Result<()> {
     bar.enable_steady_tick(Duration::from_millis(120));
     bar.set_message("checking guest artifacts");
     let say = |line: &str| {
-        bar.println(format!("  {line}"));
+        if bar.is_hidden() {
+            // Not a terminal (CI logs): plain lines instead of a spinner.
+            eprintln!("  {line}");
+        } else {
+            bar.println(format!("  {line}"));
+        }
         bar.set_message(line.to_owned());
     };
     let files = artifacts::ensure(cache_dir, &say)?;
