@@ -326,7 +326,13 @@ pub fn run_program(
                     run.begin(&limits, sink);
                     let mut argv = vec!["qjs".to_owned(), "--std".to_owned()];
                     argv.extend(args);
-                    let end = crate::js::run_program(&rt, &spec, &argv, &run);
+                    let (stdout, stderr) = crate::instance::run_writers(&run);
+                    let stdio = crate::instance::Stdio {
+                        stdout,
+                        stderr,
+                        stdin: None,
+                    };
+                    let end = crate::js::run_program(&rt, &spec, &argv, stdio, &run);
                     let mut outcome = run.finish();
                     let end = end?;
                     finish_program(&end, &mut outcome);

@@ -129,6 +129,8 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) python: Guest,
     pub(crate) js: Guest,
+    /// The toolbox guest (light shell commands); absent when it was not built.
+    pub(crate) toolbox: Option<Guest>,
     pub(crate) files: GuestFiles,
     pub(crate) options: EngineOptions,
     stop_ticker: Arc<AtomicBool>,
@@ -217,6 +219,15 @@ impl Runtime {
             progress,
         )?;
         report.modules.push(("qjs-reactor".into(), compiled, ms));
+        let toolbox = match load_toolbox(&engine, cache_dir, &cwasm_dir, progress)? {
+            Some((module, compiled, ms)) => {
+                report.modules.push(("toolbox".into(), compiled, ms));
+                Some(Guest {
+                    pre: linker.instantiate_pre(&module).map_err(Error::engine)?,
+                })
+            }
+            None => None,
+        };
         let python = Guest {
             pre: linker
                 .instantiate_pre(&python_module)
@@ -246,11 +257,18 @@ impl Runtime {
             engine,
             python,
             js,
+            toolbox,
             files,
             options,
             stop_ticker,
             load_report: report,
         })
+    }
+
+    /// Whether the toolbox guest (shell commands) is available.
+    #[must_use]
+    pub fn has_toolbox(&self) -> bool {
+        self.toolbox.is_some()
     }
 
     /// The guest files in use.
@@ -324,6 +342,33 @@ fn load_module(
     // Load what was written, so the first run uses the same mmap'd image as every later start.
     let module = crate::cwasm::deserialize(engine, &cwasm)?;
     Ok((module, true, started.elapsed().as_secs_f64() * 1e3))
+}
+
+/// The toolbox wasm embedded at build time (empty when it could not be built).
+const TOOLBOX_WASM: &[u8] = include_bytes!(env!("HYBOX_TOOLBOX_WASM"));
+
+/// Writes the embedded toolbox into the cache (content-addressed) and loads it like any guest.
+fn load_toolbox(
+    engine: &Engine,
+    cache_dir: &Path,
+    cwasm_dir: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<Option<(Module, bool, f64)>> {
+    use sha2::Digest;
+    if TOOLBOX_WASM.is_empty() {
+        tracing::warn!("toolbox guest was not built: shell commands will be declined");
+        return Ok(None);
+    }
+    let sha = hex::encode(sha2::Sha256::digest(TOOLBOX_WASM));
+    let dir = cache_dir.join("guests").join(&sha);
+    let path = dir.join("toolbox.wasm");
+    if !path.exists() {
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create toolbox dir", e))?;
+        let tmp = dir.join(format!(".toolbox.{}", std::process::id()));
+        fs::write(&tmp, TOOLBOX_WASM).map_err(|e| Error::io("write toolbox", e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io("install toolbox", e))?;
+    }
+    load_module(engine, &path, &sha, cwasm_dir, progress).map(Some)
 }
 
 fn add_door(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {

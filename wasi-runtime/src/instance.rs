@@ -98,6 +98,16 @@ impl std::fmt::Debug for Live {
     }
 }
 
+/// A guest's standard streams.
+pub(crate) struct Stdio {
+    /// Where stdout goes.
+    pub stdout: WriteFn,
+    /// Where stderr goes.
+    pub stderr: WriteFn,
+    /// stdin, empty when `None`.
+    pub stdin: Option<Box<dyn StdinStream>>,
+}
+
 /// How one instance is launched, beyond the sandbox-wide [`GuestSpec`].
 pub(crate) struct Launch<'a> {
     /// WASI argv.
@@ -192,8 +202,14 @@ pub(crate) fn run_writers(run: &RunShared) -> (WriteFn, WriteFn) {
     let out = run.clone();
     let err = run.clone();
     (
-        Arc::new(move |b: &[u8]| out.write(Stream::Stdout, b)),
-        Arc::new(move |b: &[u8]| err.write(Stream::Stderr, b)),
+        Arc::new(move |b: &[u8]| {
+            out.write(Stream::Stdout, b);
+            Ok(())
+        }),
+        Arc::new(move |b: &[u8]| {
+            err.write(Stream::Stderr, b);
+            Ok(())
+        }),
     )
 }
 

@@ -112,6 +112,7 @@ fn stdout_writer(run: &RunShared, tools: Arc<dyn ToolHost>, signals: Sender<Sign
                 }
             }
         }
+        Ok(())
     })
 }
 
@@ -178,7 +179,10 @@ impl JsSession {
                     ChannelInput::new(stdin_rx, Arc::new(move || stop_run.should_stop().is_some()));
                 let out = stdout_writer(&run, spec.tools.clone(), sig_tx.clone());
                 let err_run = run.clone();
-                let err: WriteFn = Arc::new(move |b: &[u8]| err_run.write(Stream::Stderr, b));
+                let err: WriteFn = Arc::new(move |b: &[u8]| {
+                    err_run.write(Stream::Stderr, b);
+                    Ok(())
+                });
                 let live = instantiate(
                     &runtime,
                     &runtime.js,
@@ -241,9 +245,9 @@ pub(crate) fn run_program(
     runtime: &Runtime,
     spec: &GuestSpec,
     args: &[String],
+    stdio: crate::instance::Stdio,
     run: &RunShared,
 ) -> Result<CallEnd<i32>> {
-    let (out, err) = crate::instance::run_writers(run);
     let mut live = instantiate(
         runtime,
         &runtime.js,
@@ -251,9 +255,9 @@ pub(crate) fn run_program(
         Launch {
             args: &[],
             extra_mounts: &[],
-            stdout: out,
-            stderr: err,
-            stdin: None,
+            stdout: stdio.stdout,
+            stderr: stdio.stderr,
+            stdin: stdio.stdin,
         },
         run.clone(),
     )?;

@@ -31,9 +31,11 @@ mod guests;
 mod instance;
 mod js;
 mod output;
+mod pipe;
 mod poll;
 mod python;
 mod run;
+pub mod shell;
 
 pub use context::{Context, ContextRun, Language, Program, run_program};
 pub use door::{NoTools, ToolHost};

@@ -13,8 +13,30 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
 use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
 
-/// Where written bytes go: a closure, so the JS route can take protocol frames out first.
-pub(crate) type WriteFn = Arc<dyn Fn(&[u8]) + Send + Sync>;
+/// Why a write could not be delivered.
+#[derive(Debug)]
+pub(crate) enum SinkError {
+    /// Nobody reads any more (the next stage of a pipeline ended): the guest gets `EPIPE`.
+    Broken,
+    /// The destination failed (a redirection target on a full disk).
+    Failed(io::Error),
+    /// The run was stopped while the write waited.
+    Stopped,
+}
+
+/// Where written bytes go: a closure, so the JS route can take protocol frames out first and a
+/// pipeline stage can write into a pipe.
+pub(crate) type WriteFn = Arc<dyn Fn(&[u8]) -> Result<(), SinkError> + Send + Sync>;
+
+fn stream_error(e: SinkError) -> StreamError {
+    match e {
+        SinkError::Broken => StreamError::LastOperationFailed(wasmtime::Error::new(
+            io::Error::from(io::ErrorKind::BrokenPipe),
+        )),
+        SinkError::Failed(e) => StreamError::LastOperationFailed(wasmtime::Error::new(e)),
+        SinkError::Stopped => StreamError::Trap(wasmtime::Error::new(crate::engine::StopTrap)),
+    }
+}
 
 /// A guest output stream that hands every write to a closure at once (so streams are live).
 #[derive(Clone)]
@@ -48,8 +70,7 @@ impl Pollable for OutputSink {
 
 impl OutputStream for OutputSink {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        (self.0)(&bytes);
-        Ok(())
+        (self.0)(&bytes).map_err(stream_error)
     }
     fn flush(&mut self) -> StreamResult<()> {
         Ok(())
@@ -67,8 +88,12 @@ impl AsyncWrite for OutputSink {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        (self.0)(buf);
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(match (self.0)(buf) {
+            Ok(()) => Ok(buf.len()),
+            Err(SinkError::Broken) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+            Err(SinkError::Failed(e)) => Err(e),
+            Err(SinkError::Stopped) => Err(io::Error::other("run stopped")),
+        })
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))

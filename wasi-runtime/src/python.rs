@@ -13,7 +13,7 @@ use crate::engine::Runtime;
 use crate::error::{Error, Result};
 use crate::guests::PYTHON_SHIM;
 use crate::instance::{
-    CallEnd, GuestSpec, Launch, Live, Mount, call_end, instantiate, run_writers,
+    CallEnd, GuestSpec, Launch, Live, Mount, Stdio, call_end, instantiate, run_writers,
 };
 use crate::run::{EventSink, RunLimits, RunOutcome, RunShared};
 
@@ -44,6 +44,9 @@ pub(crate) struct PythonSession {
     turn: TypedFunc<(i32, i32), i32>,
     memory: Memory,
     run: RunShared,
+    /// Whether turns begin and finish runs on `run` (a context), or another owner does (a
+    /// pipeline stage sharing its script's run).
+    owns_run: bool,
 }
 
 impl std::fmt::Debug for PythonSession {
@@ -75,7 +78,30 @@ impl PythonSession {
     /// Instantiates the snapshot and installs the shim (`cwd`, stdio, display hooks).
     pub fn start(runtime: &Runtime, spec: &GuestSpec, mode: Mode) -> Result<Self> {
         let run = RunShared::new();
-        let (out, err) = run_writers(&run);
+        let (stdout, stderr) = run_writers(&run);
+        Self::start_with(
+            runtime,
+            spec,
+            mode,
+            Stdio {
+                stdout,
+                stderr,
+                stdin: None,
+            },
+            run,
+            true,
+        )
+    }
+
+    /// Like [`Self::start`], with the caller's stdio and run (a pipeline stage).
+    pub fn start_with(
+        runtime: &Runtime,
+        spec: &GuestSpec,
+        mode: Mode,
+        stdio: Stdio,
+        run: RunShared,
+        owns_run: bool,
+    ) -> Result<Self> {
         let mut env: Vec<(String, String)> = BASE_ENV
             .iter()
             .filter(|(k, _)| !spec.env.iter().any(|(uk, _)| uk == k))
@@ -94,9 +120,9 @@ impl PythonSession {
             Launch {
                 args: &[ARGV0.to_owned()],
                 extra_mounts: &interpreter_mounts(runtime),
-                stdout: out,
-                stderr: err,
-                stdin: None,
+                stdout: stdio.stdout,
+                stderr: stdio.stderr,
+                stdin: stdio.stdin,
             },
             run.clone(),
         )?;
@@ -120,6 +146,7 @@ impl PythonSession {
             turn,
             memory,
             run,
+            owns_run,
         };
         let mode_name = match mode {
             Mode::Context => "context",
@@ -155,11 +182,17 @@ impl PythonSession {
         limits: &RunLimits,
         sink: Option<EventSink>,
     ) -> (CallEnd<i32>, RunOutcome) {
-        self.run.begin(limits, sink);
+        if self.owns_run {
+            self.run.begin(limits, sink);
+        }
         self.live.store.data_mut().limiter.hit = false;
         let result = self.call_turn(source);
         let end = call_end(result, &self.run);
-        let mut outcome = self.run.finish();
+        let mut outcome = if self.owns_run {
+            self.run.finish()
+        } else {
+            RunOutcome::default()
+        };
         outcome.memory_limit_hit = self.live.store.data().limiter.hit;
         if let CallEnd::Exited(code) = end {
             outcome.exit_code = Some(code);

@@ -12,16 +12,14 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use hybox_wasi_runtime::{
-    CancelToken, Context, Event, EventSink, GuestSpec, Language, MimeBundle, Program,
-    PythonProgram, RunLimits, RunOutcome, Runtime, StopReason, run_program,
+    CancelToken, Context, Event, EventSink, GuestSpec, Language, MimeBundle, RunLimits, RunOutcome,
+    StopReason,
 };
 
 use super::AppState;
 use super::error::ApiError;
 use super::http::{self, Body, SseEvent};
 use crate::backend::Route;
-use crate::backend::container;
-use crate::router::{self, Plan, RuntimeChoice};
 use crate::sandbox::context::ApiLanguage;
 use crate::sandbox::{CodeContext, Sandbox, SandboxId};
 
@@ -53,21 +51,7 @@ struct RunReq {
     context: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ExecReq {
-    command: String,
-    #[serde(default)]
-    cwd: Option<String>,
-    #[serde(default)]
-    env: Option<BTreeMap<String, String>>,
-    #[serde(default, alias = "timeout")]
-    timeout_ms: Option<u64>,
-    #[serde(default)]
-    runtime: RuntimeChoice,
-}
-
-fn limits(timeout_ms: Option<u64>) -> Result<RunLimits, ApiError> {
+pub(super) fn limits(timeout_ms: Option<u64>) -> Result<RunLimits, ApiError> {
     let timeout = match timeout_ms {
         None => hybox_wasi_runtime::DEFAULT_TIMEOUT,
         Some(0) => {
@@ -89,7 +73,7 @@ fn limits(timeout_ms: Option<u64>) -> Result<RunLimits, ApiError> {
 }
 
 /// Normalises a guest cwd: absolute under `/workspace` or `/tmp`, or relative to `/workspace`.
-fn guest_cwd(cwd: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn guest_cwd(cwd: Option<&str>) -> Result<String, ApiError> {
     let raw = cwd.unwrap_or("/workspace");
     let joined = if raw.starts_with('/') {
         raw.to_owned()
@@ -122,7 +106,7 @@ fn guest_cwd(cwd: Option<&str>) -> Result<String, ApiError> {
     }
 }
 
-fn guest_spec(sb: &Sandbox, cwd: String, env: BTreeMap<String, String>) -> GuestSpec {
+pub(super) fn guest_spec(sb: &Sandbox, cwd: String, env: BTreeMap<String, String>) -> GuestSpec {
     GuestSpec {
         cwd,
         env: env.into_iter().collect(),
@@ -132,7 +116,7 @@ fn guest_spec(sb: &Sandbox, cwd: String, env: BTreeMap<String, String>) -> Guest
     }
 }
 
-fn new_id(prefix: &str) -> String {
+pub(super) fn new_id(prefix: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -310,7 +294,7 @@ pub(super) async fn run_default(
 }
 
 /// Cancels a run when the request future is dropped (the client went away).
-struct CancelOnDrop(Option<CancelToken>);
+pub(super) struct CancelOnDrop(pub(super) Option<CancelToken>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -363,7 +347,11 @@ fn run_json(outcome: &RunOutcome, count: u64, restarted: bool) -> Value {
 }
 
 /// Maps a run the sandbox had to stop (or that crashed the guest) to its API error.
-fn stop_error(outcome: &RunOutcome, limits: &RunLimits, details: Value) -> Option<ApiError> {
+pub(super) fn stop_error(
+    outcome: &RunOutcome,
+    limits: &RunLimits,
+    details: Value,
+) -> Option<ApiError> {
     match outcome.stopped {
         Some(StopReason::Timeout) => Some(ApiError::Timeout {
             timeout_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
@@ -384,7 +372,7 @@ fn stop_error(outcome: &RunOutcome, limits: &RunLimits, details: Value) -> Optio
     }
 }
 
-fn event_json(event: Event) -> SseEvent {
+pub(super) fn event_json(event: Event) -> SseEvent {
     match event {
         Event::Stdout(text) => SseEvent {
             event: "stdout",
@@ -532,150 +520,6 @@ async fn run_code(
         return Err(e);
     }
     Ok(http::json(StatusCode::OK, &body))
-}
-
-/// `exec`: plan the command, run it on the wasm route or refuse with the reason.
-pub(super) async fn exec(
-    state: &AppState,
-    id: &SandboxId,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    let sb = state.registry.get(id).await?;
-    let stream = http::wants_sse(req.headers());
-    let body = http::read_body(req.into_body()).await?;
-    let r: ExecReq = http::parse_json(&body)?;
-    let limits = limits(r.timeout_ms)?;
-    let cwd = guest_cwd(r.cwd.as_deref())?;
-    let plan = router::plan(&r.command);
-    let (assignments, program) = match (plan, r.runtime) {
-        (Plan::Wasi { .. }, RuntimeChoice::Container) => {
-            return Err(container::unavailable("runtime container was requested"));
-        }
-        (Plan::Wasi { env, program }, _) => (env, program),
-        (Plan::Decline(reason), RuntimeChoice::Wasi) => {
-            return Err(ApiError::RouteUnavailable {
-                reason: format!("runtime wasi cannot run this command: {reason}"),
-            });
-        }
-        (Plan::Decline(reason), _) => return Err(container::unavailable(&reason)),
-    };
-    let program = absolute_program(program, &cwd);
-    let runtime = state.wasi.runtime().await?;
-    let mut env = sb.meta().env;
-    env.extend(r.env.unwrap_or_default());
-    env.extend(assignments);
-    let spec = guest_spec(&sb, cwd, env);
-    let command = r.command.clone();
-    if stream {
-        let (tx, rx) = mpsc::unbounded_channel::<SseEvent>();
-        let _ = tx.send(SseEvent {
-            event: "start",
-            data: json!({ "command": command, "route": Route::Wasi }),
-        });
-        let cancel = limits.cancel.clone();
-        let events = tx.clone();
-        let sink: EventSink = Box::new(move |e| {
-            let ev = match e {
-                Event::Stdout(t) => SseEvent {
-                    event: "stdout",
-                    data: json!({ "data": t }),
-                },
-                Event::Stderr(t) => SseEvent {
-                    event: "stderr",
-                    data: json!({ "data": t }),
-                },
-                other => event_json(other),
-            };
-            let _ = events.send(ev);
-        });
-        let watch = tx.clone();
-        let watcher = tokio::spawn(async move {
-            watch.closed().await;
-            cancel.cancel();
-        });
-        tokio::spawn(async move {
-            let lim = limits.clone();
-            let result = run_in_pool(runtime, spec, program, lim, Some(sink)).await;
-            let last = match result {
-                Ok(outcome) => match stop_error(&outcome, &limits, Value::Null) {
-                    Some(e) => SseEvent {
-                        event: "error",
-                        data: e.body(),
-                    },
-                    None => {
-                        let code = outcome.exit_code.unwrap_or(1);
-                        let ms = outcome.duration.as_secs_f64() * 1e3;
-                        SseEvent {
-                            event: "complete",
-                            data: json!({ "exitCode": code, "success": code == 0, "durationMs": ms, "duration": ms, "route": Route::Wasi }),
-                        }
-                    }
-                },
-                Err(e) => SseEvent {
-                    event: "error",
-                    data: e.body(),
-                },
-            };
-            let _ = tx.send(last);
-            watcher.abort();
-        });
-        return Ok(http::sse(rx));
-    }
-    let mut guard = CancelOnDrop(Some(limits.cancel.clone()));
-    let outcome = run_in_pool(runtime, spec, program, limits.clone(), None).await?;
-    guard.0 = None;
-    let ms = outcome.duration.as_secs_f64() * 1e3;
-    let code = outcome.exit_code.unwrap_or(1);
-    let body = json!({
-        "success": code == 0,
-        "exitCode": code,
-        "stdout": outcome.stdout.concat(),
-        "stderr": outcome.stderr.concat(),
-        "durationMs": ms,
-        "duration": ms,
-        "route": Route::Wasi,
-        "command": command,
-    });
-    if let Some(e) = stop_error(&outcome, &limits, body.clone()) {
-        return Err(e);
-    }
-    Ok(http::json(StatusCode::OK, &body))
-}
-
-async fn run_in_pool(
-    runtime: Arc<Runtime>,
-    spec: GuestSpec,
-    program: Program,
-    limits: RunLimits,
-    sink: Option<EventSink>,
-) -> Result<RunOutcome, ApiError> {
-    tokio::task::spawn_blocking(move || run_program(&runtime, spec, program, limits, sink))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(ApiError::from)
-}
-
-/// QuickJS resolves a script path against `/`, not the session's cwd: make it absolute.
-fn absolute_program(program: Program, cwd: &str) -> Program {
-    match program {
-        Program::JavaScript { mut args } => {
-            if let Some(first) = args.first_mut()
-                && !first.starts_with('-')
-                && !first.starts_with('/')
-            {
-                *first = format!("{cwd}/{first}");
-            }
-            Program::JavaScript { args }
-        }
-        Program::Python {
-            argv,
-            program: PythonProgram::File(f),
-        } if !f.starts_with('/') => Program::Python {
-            argv,
-            program: PythonProgram::File(format!("{cwd}/{f}")),
-        },
-        other => other,
-    }
 }
 
 #[cfg(test)]

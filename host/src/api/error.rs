@@ -39,6 +39,18 @@ pub enum ApiError {
     /// No sandbox has this id.
     #[error("sandbox {0} not found")]
     SandboxNotFound(String),
+    /// No session has this id in the sandbox.
+    #[error("session {0} not found")]
+    SessionNotFound(String),
+    /// A session with this id already exists.
+    #[error("session {0} already exists")]
+    SessionExists(String),
+    /// The session was deleted while the command ran.
+    #[error("session {0} was destroyed while the command ran")]
+    SessionDestroyed(String),
+    /// No running command has this exec id.
+    #[error("no running command with exec id {0}")]
+    ExecNotFound(String),
     /// No code context has this id in the sandbox.
     #[error("context {0} not found")]
     ContextNotFound(String),
@@ -46,10 +58,12 @@ pub enum ApiError {
     #[error("unsupported language {0:?} (python, javascript, typescript)")]
     UnsupportedLanguage(String),
     /// The command cannot run on any available route.
-    #[error("{reason}")]
+    #[error("{message}")]
     RouteUnavailable {
-        /// Why, in the planner's words.
-        reason: String,
+        /// Why the wasm route declined, in the planner's words (`uses program gcc`).
+        route_reason: String,
+        /// The whole explanation.
+        message: String,
     },
     /// A file operation failed.
     #[error(transparent)]
@@ -107,6 +121,10 @@ impl ApiError {
             Self::InvalidSandboxId { .. } => ("INVALID_SANDBOX_ID", StatusCode::BAD_REQUEST),
             Self::SandboxNotFound(_) => ("SANDBOX_NOT_FOUND", StatusCode::NOT_FOUND),
             Self::ContextNotFound(_) => ("CONTEXT_NOT_FOUND", StatusCode::NOT_FOUND),
+            Self::SessionNotFound(_) => ("SESSION_NOT_FOUND", StatusCode::NOT_FOUND),
+            Self::SessionExists(_) => ("SESSION_EXISTS", StatusCode::CONFLICT),
+            Self::SessionDestroyed(_) => ("SESSION_DESTROYED", StatusCode::GONE),
+            Self::ExecNotFound(_) => ("EXEC_NOT_FOUND", StatusCode::NOT_FOUND),
             Self::UnsupportedLanguage(_) => ("UNSUPPORTED_LANGUAGE", StatusCode::BAD_REQUEST),
             Self::RouteUnavailable { .. } => ("ROUTE_UNAVAILABLE", StatusCode::NOT_IMPLEMENTED),
             Self::File(e) => (e.code(), file_status(e)),
@@ -142,6 +160,7 @@ impl ApiError {
             | Self::Cancelled { details }
             | Self::OutputLimit { details, .. }
             | Self::MemoryLimit { details } => details.clone(),
+            Self::RouteUnavailable { route_reason, .. } => json!({ "routeReason": route_reason }),
             Self::File(FileError::FileTooLarge { size, limit, .. }) => {
                 json!({ "size": size, "limit": limit })
             }
@@ -240,7 +259,10 @@ mod tests {
                 400,
             ),
             (
-                ApiError::RouteUnavailable { reason: "x".into() },
+                ApiError::RouteUnavailable {
+                    route_reason: "x".into(),
+                    message: "y".into(),
+                },
                 "ROUTE_UNAVAILABLE",
                 501,
             ),

@@ -2,9 +2,11 @@
 
 mod code;
 pub mod error;
+mod exec;
 mod files;
 pub mod http;
 mod sandboxes;
+mod sessions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,7 +122,15 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<
                 ([], &Method::GET) => sandboxes::get(&state, &id).await,
                 ([], &Method::DELETE) => sandboxes::delete(&state, &id).await,
                 ([], _) => not_allowed(),
-                (["exec"], &Method::POST) => code::exec(&state, &id, req).await,
+                (["exec"], &Method::POST) => exec::exec(&state, &id, req).await,
+                (["exec", exec_id], &Method::DELETE) => exec::cancel(&state, &id, exec_id).await,
+                (["sessions"], &Method::POST) => sessions::create(&state, &id, req).await,
+                (["sessions"], &Method::GET) => sessions::list(&state, &id).await,
+                (["sessions", sid], &Method::GET) => sessions::get(&state, &id, sid).await,
+                (["sessions", sid], &Method::DELETE) => sessions::delete(&state, &id, sid).await,
+                (["sessions", sid, "env"], &Method::POST | &Method::PUT) => {
+                    sessions::set_env(&state, &id, sid, req).await
+                }
                 (["run"], &Method::POST) => code::run_default(&state, &id, req).await,
                 (["contexts"], &Method::POST) => code::create_context(&state, &id, req).await,
                 (["contexts"], &Method::GET) => code::list_contexts(&state, &id).await,
@@ -134,7 +144,7 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<
                 (["files", "raw"], &Method::GET) => files::read_raw(&state, &id, req).await,
                 (["files", "raw"], &Method::PUT) => files::write_raw(&state, &id, req).await,
                 (["files", op], &Method::POST) => files::op(&state, &id, op, req).await,
-                (["exec" | "run" | "contexts" | "files", ..], _) => not_allowed(),
+                (["exec" | "run" | "contexts" | "files" | "sessions", ..], _) => not_allowed(),
                 _ => Err(ApiError::RouteNotFound(path.clone())),
             }
         }

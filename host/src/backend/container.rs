@@ -10,6 +10,7 @@ use crate::api::error::ApiError;
 /// Always [`ApiError::RouteUnavailable`].
 pub fn unavailable(reason: &str) -> ApiError {
     ApiError::RouteUnavailable {
-        reason: format!("{reason}; the container route is not available in this build"),
+        route_reason: reason.to_owned(),
+        message: format!("{reason}; the container route is not available in this build"),
     }
 }

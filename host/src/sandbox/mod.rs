@@ -7,6 +7,7 @@
 
 pub mod context;
 mod id;
+pub mod session;
 pub mod tools;
 
 use std::collections::{BTreeMap, HashMap};
@@ -66,6 +67,10 @@ pub struct Sandbox {
     pub contexts: Mutex<HashMap<String, Arc<CodeContext>>>,
     /// Tools its guests may call (one instance per sandbox).
     pub tools: Arc<dyn hybox_wasi_runtime::ToolHost>,
+    /// Shell sessions.
+    pub sessions: session::Sessions,
+    /// Running commands by exec id, for `DELETE .../exec/{execId}`.
+    pub execs: Mutex<HashMap<String, hybox_wasi_runtime::CancelToken>>,
     spares: Mutex<Option<Spares>>,
 }
 
@@ -278,6 +283,7 @@ impl Registry {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
+        sb.sessions.destroy_all();
         let dir = self.root.join(id.as_str());
         // Rename first so a crash mid-delete never leaves a half sandbox that loads again.
         let trash = self
@@ -308,6 +314,8 @@ fn load(dir: &Path, id: SandboxId) -> Result<Sandbox, ApiError> {
     let workspace = Workspace::open(&dir.join("workspace"))?;
     Ok(Sandbox {
         tools: Arc::new(tools::SandboxTools::new(id.as_str())),
+        sessions: session::Sessions::load(dir),
+        execs: Mutex::new(HashMap::new()),
         id,
         dir: dir.to_path_buf(),
         meta: Mutex::new(meta),

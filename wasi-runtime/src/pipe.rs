@@ -1,0 +1,270 @@
+//! An in-memory pipe between two guests of a pipeline: bounded (a fast writer waits for a slow
+//! reader), with end-of-file when the writer is gone and `EPIPE` when the reader is gone (so
+//! `yes | head -1` ends), and waits that give up when the run is stopped.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, ReadBuf};
+use wasmtime_wasi::cli::{IsTerminal, StdinStream};
+use wasmtime_wasi::p2::{InputStream, Pollable, StreamError, StreamResult};
+
+use crate::output::{SinkError, StopCheck, WriteFn};
+
+/// How much a pipe holds before its writer waits (Linux's default pipe size).
+pub(crate) const CAPACITY: usize = 64 * 1024;
+/// How often a waiting side looks at the run's stop flag.
+const WAIT_SLICE: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Default)]
+struct State {
+    buf: VecDeque<u8>,
+    writers: usize,
+    reader_gone: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The write end. Clones share it; the pipe sees end-of-file when the last clone is dropped.
+#[derive(Debug)]
+pub(crate) struct PipeWriter {
+    shared: Arc<Shared>,
+}
+
+impl Clone for PipeWriter {
+    fn clone(&self) -> Self {
+        self.shared.lock().writers += 1;
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for PipeWriter {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.writers = st.writers.saturating_sub(1);
+        drop(st);
+        self.shared.changed.notify_all();
+    }
+}
+
+/// The read end, usable as a guest's stdin.
+#[derive(Clone)]
+pub(crate) struct PipeReader {
+    inner: Arc<ReaderInner>,
+}
+
+struct ReaderInner {
+    shared: Arc<Shared>,
+    stop: StopCheck,
+}
+
+impl Drop for ReaderInner {
+    fn drop(&mut self) {
+        self.shared.lock().reader_gone = true;
+        self.shared.changed.notify_all();
+    }
+}
+
+impl std::fmt::Debug for PipeReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PipeReader")
+    }
+}
+
+/// A new pipe; both ends give up waiting when `stop` says so.
+pub(crate) fn pipe(stop: StopCheck) -> (PipeWriter, PipeReader) {
+    let shared = Arc::new(Shared::default());
+    shared.lock().writers = 1;
+    (
+        PipeWriter {
+            shared: shared.clone(),
+        },
+        PipeReader {
+            inner: Arc::new(ReaderInner { shared, stop }),
+        },
+    )
+}
+
+impl PipeWriter {
+    /// Writes all of `bytes`, waiting while the pipe is full.
+    pub fn write(&self, mut bytes: &[u8], stop: &StopCheck) -> Result<(), SinkError> {
+        let shared = &self.shared;
+        let mut st = shared.lock();
+        while !bytes.is_empty() {
+            if st.reader_gone {
+                return Err(SinkError::Broken);
+            }
+            let room = CAPACITY.saturating_sub(st.buf.len());
+            if room == 0 {
+                let (next, _) = shared
+                    .changed
+                    .wait_timeout(st, WAIT_SLICE)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                st = next;
+                if stop() {
+                    return Err(SinkError::Stopped);
+                }
+                continue;
+            }
+            let n = room.min(bytes.len());
+            st.buf.extend(&bytes[..n]);
+            bytes = &bytes[n..];
+            shared.changed.notify_all();
+        }
+        Ok(())
+    }
+
+    /// This writer as a guest output stream.
+    pub fn into_write_fn(self, stop: StopCheck) -> WriteFn {
+        Arc::new(move |b: &[u8]| self.write(b, &stop))
+    }
+}
+
+impl PipeReader {
+    /// Blocks until bytes arrive; `Ok(None)` at end of file; `Err` when the run was stopped.
+    pub fn read_some(&self, max: usize) -> Result<Option<Vec<u8>>, ()> {
+        let shared = &self.inner.shared;
+        let mut st = shared.lock();
+        loop {
+            if !st.buf.is_empty() {
+                let n = max.min(st.buf.len());
+                let out: Vec<u8> = st.buf.drain(..n).collect();
+                drop(st);
+                shared.changed.notify_all();
+                return Ok(Some(out));
+            }
+            if st.writers == 0 {
+                return Ok(None);
+            }
+            let (next, _) = shared
+                .changed
+                .wait_timeout(st, WAIT_SLICE)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            st = next;
+            if (self.inner.stop)() {
+                return Err(());
+            }
+        }
+    }
+}
+
+impl IsTerminal for PipeReader {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdinStream for PipeReader {
+    fn p2_stream(&self) -> Box<dyn InputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn AsyncRead + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for PipeReader {
+    async fn ready(&mut self) {}
+}
+
+impl InputStream for PipeReader {
+    fn read(&mut self, size: usize) -> StreamResult<Bytes> {
+        match self.read_some(size.max(1)) {
+            Ok(Some(bytes)) => Ok(Bytes::from(bytes)),
+            Ok(None) => Err(StreamError::Closed),
+            Err(()) => Err(StreamError::Trap(wasmtime::Error::new(
+                crate::engine::StopTrap,
+            ))),
+        }
+    }
+}
+
+impl AsyncRead for PipeReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.read_some(buf.remaining().max(1)) {
+            Ok(Some(bytes)) => {
+                buf.put_slice(&bytes);
+                Poll::Ready(Ok(()))
+            }
+            Ok(None) => Poll::Ready(Ok(())),
+            Err(()) => Poll::Ready(Err(io::Error::other("run stopped"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never() -> StopCheck {
+        Arc::new(|| false)
+    }
+
+    #[test]
+    fn bytes_flow_then_eof_when_writers_are_gone() {
+        let (w, r) = pipe(never());
+        let w2 = w.clone();
+        w.write(b"ab", &never()).expect("write");
+        drop(w);
+        w2.write(b"c", &never()).expect("write");
+        assert_eq!(r.read_some(10).expect("read"), Some(b"abc".to_vec()));
+        drop(w2);
+        assert_eq!(r.read_some(10).expect("read"), None);
+    }
+
+    #[test]
+    fn a_full_pipe_waits_for_its_reader() {
+        let (w, r) = pipe(never());
+        let writer = std::thread::spawn(move || {
+            let data = vec![7u8; CAPACITY * 3];
+            w.write(&data, &never()).expect("write all");
+        });
+        let mut got = 0;
+        while let Some(chunk) = r.read_some(4096).expect("read") {
+            got += chunk.len();
+        }
+        writer.join().expect("writer");
+        assert_eq!(got, CAPACITY * 3);
+    }
+
+    #[test]
+    fn writer_gets_broken_pipe_when_reader_leaves() {
+        let (w, r) = pipe(never());
+        drop(r);
+        assert!(matches!(w.write(b"x", &never()), Err(SinkError::Broken)));
+    }
+
+    #[test]
+    fn waits_give_up_when_stopped() {
+        let stop: StopCheck = Arc::new(|| true);
+        let (w, r) = pipe(stop.clone());
+        assert!(r.read_some(1).is_err(), "reader stops waiting");
+        w.write(&vec![0u8; CAPACITY], &stop).expect("fits");
+        assert!(matches!(w.write(b"x", &stop), Err(SinkError::Stopped)));
+        drop(r);
+    }
+}
