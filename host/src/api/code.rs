@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ::http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -171,10 +171,10 @@ async fn start_context(
 pub(super) async fn create_context(
     state: &AppState,
     id: &SandboxId,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
 ) -> Result<Response<Body>, ApiError> {
     let sb = state.registry.get(id).await?;
-    let body = http::read_body(req.into_body()).await?;
+    let body = req.into_body();
     let r: CreateContextReq = http::parse_json(&body)?;
     let name = r.language.unwrap_or_else(|| "python".into());
     let language = ApiLanguage::parse(&name).ok_or(ApiError::UnsupportedLanguage(name))?;
@@ -246,12 +246,12 @@ pub(super) async fn run_context(
     state: &AppState,
     id: &SandboxId,
     ctx: &str,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
 ) -> Result<Response<Body>, ApiError> {
     let sb = state.registry.get(id).await?;
     let c = sb.context(ctx)?;
     let stream = http::wants_sse(req.headers());
-    let body = http::read_body(req.into_body()).await?;
+    let body = req.into_body();
     let r: RunReq = http::parse_json(&body)?;
     if r.language.is_some() || r.context.is_some() {
         return Err(ApiError::InvalidRequest(
@@ -265,11 +265,11 @@ pub(super) async fn run_context(
 pub(super) async fn run_default(
     state: &AppState,
     id: &SandboxId,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
 ) -> Result<Response<Body>, ApiError> {
     let sb = state.registry.get(id).await?;
     let stream = http::wants_sse(req.headers());
-    let body = http::read_body(req.into_body()).await?;
+    let body = req.into_body();
     let r: RunReq = http::parse_json(&body)?;
     let ctx = if let Some(cid) = &r.context {
         sb.context(cid)?

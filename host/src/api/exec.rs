@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ::http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -180,11 +180,11 @@ fn result_json(
 pub(super) async fn exec(
     state: &AppState,
     id: &SandboxId,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
 ) -> Result<Response<Body>, ApiError> {
     let sb = state.registry.get(id).await?;
     let stream = http::wants_sse(req.headers());
-    let body = http::read_body(req.into_body()).await?;
+    let body = req.into_body();
     let r: ExecReq = http::parse_json(&body)?;
     let limits = limits(r.timeout_ms)?;
     let cwd = r.cwd.as_deref().map(|c| guest_cwd(Some(c))).transpose()?;

@@ -10,7 +10,7 @@ use ::http::{HeaderValue, Request, Response, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use hyper::body::Incoming;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -89,11 +89,11 @@ pub(super) async fn op(
     state: &AppState,
     id: &SandboxId,
     op: &str,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
 ) -> Result<Response<Body>, ApiError> {
     let sb = state.registry.get(id).await?;
     let ws = sb.workspace.clone();
-    let body = http::read_body(req.into_body()).await?;
+    let body = req.into_body();
     let ok = |v: Value| Ok(http::json(StatusCode::OK, &v));
     match op {
         "write" => {
@@ -209,7 +209,7 @@ pub(super) async fn op(
     }
 }
 
-fn path_query(req: &Request<Incoming>) -> Result<String, ApiError> {
+fn path_query(req: &Request<Bytes>) -> Result<String, ApiError> {
     http::query_param(req.uri().query(), "path")
         .ok_or_else(|| ApiError::InvalidRequest("query parameter path is required".into()))
 }
@@ -217,7 +217,7 @@ fn path_query(req: &Request<Incoming>) -> Result<String, ApiError> {
 pub(super) async fn read_raw(
     state: &AppState,
     id: &SandboxId,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
 ) -> Result<Response<Body>, ApiError> {
     let sb = state.registry.get(id).await?;
     let path = path_query(&req)?;
@@ -236,11 +236,11 @@ pub(super) async fn read_raw(
 pub(super) async fn write_raw(
     state: &AppState,
     id: &SandboxId,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
 ) -> Result<Response<Body>, ApiError> {
     let sb = state.registry.get(id).await?;
     let path = path_query(&req)?;
-    let body = http::read_body(req.into_body()).await?;
+    let body = req.into_body();
     let size = body.len();
     let path = blocking(sb.workspace.clone(), move |ws| {
         let p = ws.resolve(&path, CWD)?;

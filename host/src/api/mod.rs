@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::http::{Method, Request, Response, StatusCode};
+use bytes::Bytes;
 use hyper::body::Incoming;
 use serde_json::json;
 use tracing::Instrument;
@@ -52,12 +53,29 @@ pub async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bod
     let span = tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path());
     async move {
         let started = std::time::Instant::now();
-        let resp = match authorize(&state, &req) {
-            Ok(()) => match route(state.clone(), req).await {
+        // The body is read before anything else, even for a request that fails: a response
+        // sent over an unread body makes HTTP/1.1 close the connection, and a client reusing it
+        // would see its next request fail.
+        // (An unauthenticated request is answered without reading its body: nobody without the
+        // token gets the server to buffer 64 MiB.)
+        let (parts, body) = req.into_parts();
+        let read = match authorize(&state, &parts.headers) {
+            Ok(()) => http::read_body(body).await,
+            Err(e) => Err(e),
+        };
+        let resp = match read {
+            Ok(bytes) => match route(state.clone(), Request::from_parts(parts, bytes)).await {
                 Ok(resp) => resp,
                 Err(e) => http::error(&e),
             },
-            Err(e) => http::error(&e),
+            Err(e) => {
+                let mut resp = http::error(&e);
+                resp.headers_mut().insert(
+                    ::http::header::CONNECTION,
+                    ::http::HeaderValue::from_static("close"),
+                );
+                resp
+            }
         };
         tracing::debug!(
             status = resp.status().as_u16(),
@@ -70,12 +88,11 @@ pub async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bod
     .await
 }
 
-fn authorize(state: &AppState, req: &Request<Incoming>) -> Result<(), ApiError> {
+fn authorize(state: &AppState, headers: &::http::HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &state.token else {
         return Ok(());
     };
-    let given = req
-        .headers()
+    let given = headers
         .get(::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -93,7 +110,7 @@ fn authorize(state: &AppState, req: &Request<Incoming>) -> Result<(), ApiError> 
     }
 }
 
-async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(state: Arc<AppState>, req: Request<Bytes>) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();

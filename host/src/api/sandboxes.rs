@@ -1,7 +1,7 @@
 //! `/v1/sandboxes`: get-or-create, get, list, destroy.
 
 use ::http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -29,9 +29,9 @@ fn view(sb: &Sandbox) -> Value {
 pub(super) async fn put(
     state: &AppState,
     id: SandboxId,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
 ) -> Result<Response<Body>, ApiError> {
-    let body = http::read_body(req.into_body()).await?;
+    let body = req.into_body();
     let options: CreateOptions = http::parse_json(&body)?;
     let (sb, created) = state
         .registry

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use ::http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -39,10 +39,10 @@ fn view(s: &Session) -> Value {
 pub(super) async fn create(
     state: &AppState,
     id: &SandboxId,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
 ) -> Result<Response<Body>, ApiError> {
     let sb = state.registry.get(id).await?;
-    let body = http::read_body(req.into_body()).await?;
+    let body = req.into_body();
     let r: CreateReq = http::parse_json(&body)?;
     let cwd = guest_cwd(r.cwd.as_deref())?;
     // Session env sits above the sandbox's: start from the sandbox env, then the session's.
@@ -90,10 +90,10 @@ pub(super) async fn set_env(
     state: &AppState,
     id: &SandboxId,
     sid: &str,
-    req: Request<Incoming>,
+    req: Request<Bytes>,
 ) -> Result<Response<Body>, ApiError> {
     let sb = state.registry.get(id).await?;
-    let body = http::read_body(req.into_body()).await?;
+    let body = req.into_body();
     let r: EnvReq = http::parse_json(&body)?;
     let s = sb.sessions.get(sid, &sb.meta().env)?;
     {
