@@ -3,3 +3,4 @@
 mod code;
 mod files;
 mod sandboxes;
+mod shell;

@@ -234,13 +234,19 @@ impl Exec<'_> {
                 Redirect::Output { fd, target, append } => {
                     let name = expand::single(target, &scope);
                     let path = absolute(&self.state.cwd, &name);
-                    let file = self
-                        .fs
-                        .open_write(&path, *append)
-                        .map_err(|e| format!("hybox: {name}: {}\n", io_message(&e)))?;
+                    let writer = if path == "/dev/null" {
+                        let discard: WriteFn = Arc::new(|_: &[u8]| Ok(()));
+                        discard
+                    } else {
+                        let file = self
+                            .fs
+                            .open_write(&path, *append)
+                            .map_err(|e| format!("hybox: {name}: {}\n", io_message(&e)))?;
+                        file_writer(file)
+                    };
                     match fd {
-                        1 => fds.stdout = file_writer(file),
-                        2 => fds.stderr = file_writer(file),
+                        1 => fds.stdout = writer,
+                        2 => fds.stderr = writer,
                         other => {
                             return Err(format!("hybox: {other}: unsupported file descriptor\n"));
                         }
@@ -249,6 +255,10 @@ impl Exec<'_> {
                 Redirect::Input { fd, target } => {
                     let name = expand::single(target, &scope);
                     let path = absolute(&self.state.cwd, &name);
+                    if path == "/dev/null" {
+                        fds.stdin = Input::Empty;
+                        continue;
+                    }
                     let file = self
                         .fs
                         .open_read(&path)

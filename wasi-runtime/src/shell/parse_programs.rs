@@ -81,7 +81,8 @@ fn program_name(word: &Word) -> Planned<String> {
     for part in &word.0 {
         match part {
             WordPart::Literal { text, quoted } => {
-                if !quoted && text.contains(['*', '?', '[']) {
+                // `[` alone is the test command: an unclosed bracket is no pattern.
+                if !quoted && text != "[" && text.contains(['*', '?', '[']) {
                     return Err(FROM_EXPANSION.into());
                 }
                 name.push_str(text);
