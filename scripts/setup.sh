@@ -13,6 +13,10 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 command -v curl >/dev/null || need_apt+=(curl ca-certificates)
+# The toolbox guest (light shell commands) is std-only Rust built for wasm32-wasi by the
+# distribution's rustc with its wasm standard library (rustup's toolchain is left untouched).
+[ -x /usr/bin/rustc ] || need_apt+=(rustc)
+dpkg -s libstd-rust-dev-wasm32 >/dev/null 2>&1 || need_apt+=(libstd-rust-dev-wasm32)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing system packages: ${need_apt[*]}"
   as_root apt-get update -qq

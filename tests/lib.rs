@@ -261,6 +261,36 @@ impl Server {
         id.to_owned()
     }
 
+    /// Names of the server's threads (`/proc/PID/task/*/comm`).
+    #[must_use]
+    pub fn thread_names(&self) -> Vec<String> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return Vec::new();
+        };
+        tasks
+            .filter_map(Result::ok)
+            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+            .map(|n| n.trim().to_owned())
+            .collect()
+    }
+
+    /// CPU time the server has used, in clock ticks (utime + stime of `/proc/PID/stat`).
+    #[must_use]
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the `(comm)`, which may contain spaces.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let num = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        num(11) + num(12)
+    }
+
     /// Kills the server (as a crash would) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

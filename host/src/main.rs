@@ -53,6 +53,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Exec(a) => commands::client_verbs_exec(a).await,
             Command::Run(a) => commands::client_verbs_run(a).await,
+            Command::Sessions(a) => commands::client_verbs_sessions(a).await,
             Command::Ls { server } => commands::client_verbs_ls(server).await,
             Command::Rm { sandbox, server } => commands::client_verbs_rm(&sandbox, server).await,
             Command::Bench(a) => commands::bench::run(a).await,

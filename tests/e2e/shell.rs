@@ -552,3 +552,87 @@ fn hostile_command_lines_stay_inside() {
         "3\n"
     );
 }
+
+#[test]
+fn cli_exec_with_sessions() {
+    let s = Server::start();
+    let (code, out, err) = hybox_tests::cli(
+        &s,
+        &[
+            "sessions",
+            "clibox",
+            "create",
+            "--id",
+            "work",
+            "-e",
+            "GREETING=hello",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("work /workspace"), "{out}");
+    let (code, _, err) = hybox_tests::cli(
+        &s,
+        &[
+            "exec",
+            "clibox",
+            "--session",
+            "work",
+            "--",
+            "mkdir -p sub && cd sub",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = hybox_tests::cli(
+        &s,
+        &[
+            "exec",
+            "clibox",
+            "--session",
+            "work",
+            "--",
+            "pwd; echo $GREETING; exit 7",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (7, "/workspace/sub\nhello\n"));
+    let (code, out, _) = hybox_tests::cli(&s, &["exec", "clibox", "--", "pwd"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "/workspace\n"),
+        "the default session is separate"
+    );
+    let (code, _, _) = hybox_tests::cli(&s, &["sessions", "clibox", "env", "work", "GREETING=bye"]);
+    assert_eq!(code, 0);
+    let (_, out, _) = hybox_tests::cli(
+        &s,
+        &[
+            "exec",
+            "clibox",
+            "--session",
+            "work",
+            "--",
+            "echo $GREETING",
+        ],
+    );
+    assert_eq!(out, "bye\n");
+    let (code, out, _) = hybox_tests::cli(&s, &["sessions", "clibox", "ls"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("work") && out.contains("/workspace/sub"),
+        "{out}"
+    );
+    let (code, _, err) = hybox_tests::cli(
+        &s,
+        &["exec", "clibox", "--runtime", "wasi", "--", "gcc x.c"],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("ROUTE_UNAVAILABLE") && err.contains("uses program gcc"),
+        "{err}"
+    );
+    let (code, _, _) = hybox_tests::cli(&s, &["sessions", "clibox", "rm", "work"]);
+    assert_eq!(code, 0);
+    let (code, _, err) =
+        hybox_tests::cli(&s, &["exec", "clibox", "--session", "work", "--", "pwd"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("SESSION_NOT_FOUND"), "{err}");
+}

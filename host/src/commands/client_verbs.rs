@@ -32,6 +32,9 @@ pub struct ExecArgs {
     /// Route: auto, wasi or container.
     #[arg(long, default_value = "auto")]
     pub runtime: String,
+    /// Session whose cwd and environment the command uses and changes (default: `default`).
+    #[arg(long)]
+    pub session: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -104,6 +107,9 @@ pub async fn exec(a: ExecArgs) -> anyhow::Result<i32> {
     }
     if let Some(t) = a.timeout_ms {
         body["timeoutMs"] = json!(t);
+    }
+    if let Some(s) = &a.session {
+        body["session"] = json!(s);
     }
     let path = format!("/v1/sandboxes/{}/exec", a.sandbox);
     if a.server.json {
@@ -272,6 +278,71 @@ pub async fn rm(id: &str, s: ServerArgs) -> anyhow::Result<i32> {
         println!("{v:#}");
     } else {
         println!("removed {id}");
+    }
+    Ok(0)
+}
+
+/// `hybox sessions SANDBOX [ls|create|rm|env]`.
+///
+/// # Errors
+/// Connection and API errors.
+pub async fn sessions(a: super::SessionsArgs) -> anyhow::Result<i32> {
+    use super::SessionsVerb;
+    let c = client(&a.server);
+    let base = format!("/v1/sandboxes/{}/sessions", a.sandbox);
+    let v = match &a.verb {
+        SessionsVerb::Ls => c.call(Method::GET, &base, None).await?,
+        SessionsVerb::Create { id, cwd, env } => {
+            ensure_sandbox(&c, &a.sandbox).await?;
+            let mut body = json!({ "env": env_map(env)? });
+            if let Some(id) = id {
+                body["id"] = json!(id);
+            }
+            if let Some(cwd) = cwd {
+                body["cwd"] = json!(cwd);
+            }
+            c.call(Method::POST, &base, Some(&body)).await?
+        }
+        SessionsVerb::Rm { id } => {
+            c.call(Method::DELETE, &format!("{base}/{id}"), None)
+                .await?
+        }
+        SessionsVerb::Env { id, env } => {
+            c.call(
+                Method::POST,
+                &format!("{base}/{id}/env"),
+                Some(&json!({ "env": env_map(env)? })),
+            )
+            .await?
+        }
+    };
+    if a.server.json {
+        println!("{v:#}");
+        return Ok(0);
+    }
+    match &a.verb {
+        SessionsVerb::Ls => {
+            println!("{:<24} {:<40} ENV", "ID", "CWD");
+            for s in v["sessions"].as_array().cloned().unwrap_or_default() {
+                let env = s["env"]
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect::<Vec<_>>().join(","))
+                    .unwrap_or_default();
+                println!(
+                    "{:<24} {:<40} {env}",
+                    s["id"].as_str().unwrap_or(""),
+                    s["cwd"].as_str().unwrap_or("")
+                );
+            }
+        }
+        SessionsVerb::Rm { id } => println!("removed session {id}"),
+        SessionsVerb::Create { .. } | SessionsVerb::Env { .. } => {
+            println!(
+                "{} {}",
+                v["id"].as_str().unwrap_or(""),
+                v["cwd"].as_str().unwrap_or("")
+            );
+        }
     }
     Ok(0)
 }

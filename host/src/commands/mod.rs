@@ -72,6 +72,50 @@ impl DirArgs {
     }
 }
 
+/// `hybox sessions SANDBOX VERB`.
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    /// Sandbox id.
+    pub sandbox: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub verb: SessionsVerb,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Session verbs.
+#[derive(Debug, Subcommand)]
+pub enum SessionsVerb {
+    /// List sessions.
+    Ls,
+    /// Create a session.
+    Create {
+        /// Its id (generated when absent).
+        #[arg(long)]
+        id: Option<String>,
+        /// Its working directory.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Environment variables, `NAME=value`, repeatable.
+        #[arg(long = "env", short = 'e')]
+        env: Vec<String>,
+    },
+    /// Delete a session (a command running in it ends with SESSION_DESTROYED).
+    Rm {
+        /// Session id.
+        id: String,
+    },
+    /// Set environment variables of a session (`setEnvVars`).
+    Env {
+        /// Session id.
+        id: String,
+        /// `NAME=value`, repeatable.
+        #[arg(required = true)]
+        env: Vec<String>,
+    },
+}
+
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -104,6 +148,8 @@ pub enum Command {
     Exec(ExecArgs),
     /// Run code in a sandbox's interpreter context.
     Run(RunArgs),
+    /// Manage a sandbox's shell sessions (cwd and environment kept between commands).
+    Sessions(SessionsArgs),
     /// List sandboxes.
     Ls {
         #[command(flatten)]
@@ -136,6 +182,14 @@ pub async fn client_verbs_exec(a: ExecArgs) -> anyhow::Result<i32> {
 /// Connection and API errors.
 pub async fn client_verbs_run(a: RunArgs) -> anyhow::Result<i32> {
     client_verbs::run(a).await
+}
+
+/// `hybox sessions`.
+///
+/// # Errors
+/// Connection and API errors.
+pub async fn client_verbs_sessions(a: SessionsArgs) -> anyhow::Result<i32> {
+    client_verbs::sessions(a).await
 }
 
 /// `hybox ls`.
