@@ -50,7 +50,7 @@ impl GuestFs {
             out.push((m.guest.trim_end_matches('/').to_owned(), dir, m.writable));
         }
         // Longest prefix first, so `/workspace/x` is not taken by a mount at `/`.
-        out.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        out.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
         Ok(Self { mounts: out })
     }
 
@@ -60,10 +60,11 @@ impl GuestFs {
             if abs == prefix {
                 return Ok((dir, ".".into(), *writable));
             }
-            if let Some(rest) = abs.strip_prefix(prefix.as_str()) {
-                if let Some(rel) = rest.strip_prefix('/') {
-                    return Ok((dir, rel.to_owned(), *writable));
-                }
+            if let Some(rel) = abs
+                .strip_prefix(prefix.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+            {
+                return Ok((dir, rel.to_owned(), *writable));
             }
         }
         Err(not_found())
@@ -107,21 +108,28 @@ impl GuestFs {
 
     /// Names in a directory, with whether each is a directory (symlinks are not followed).
     pub fn list(&self, abs: &str) -> io::Result<Vec<(String, bool)>> {
-        let (dir, rel, _) = self.locate(abs)?;
         let mut names = Vec::new();
-        for entry in dir.read_dir(&rel)? {
-            let entry = entry?;
-            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            names.push((entry.file_name().to_string_lossy().into_owned(), is_dir));
+        match self.locate(abs) {
+            Ok((dir, rel, _)) => {
+                for entry in dir.read_dir(&rel)? {
+                    let entry = entry?;
+                    let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                    names.push((entry.file_name().to_string_lossy().into_owned(), is_dir));
+                }
+            }
+            // A folder above the mounts (`/`) holds just the mount points.
+            Err(_) if self.is_dir(abs) => {}
+            Err(e) => return Err(e),
         }
         // Mount points below this directory are entries too.
         for (prefix, _, _) in &self.mounts {
-            if let Some(rest) = prefix.strip_prefix(abs.trim_end_matches('/')) {
-                if let Some(name) = rest.strip_prefix('/') {
-                    if !name.is_empty() && !name.contains('/') {
-                        names.push((name.to_owned(), true));
-                    }
-                }
+            if let Some(name) = prefix
+                .strip_prefix(abs.trim_end_matches('/'))
+                .and_then(|rest| rest.strip_prefix('/'))
+                && !name.is_empty()
+                && !name.contains('/')
+            {
+                names.push((name.to_owned(), true));
             }
         }
         Ok(names)
