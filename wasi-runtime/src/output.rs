@@ -106,11 +106,89 @@ impl AsyncWrite for OutputSink {
 /// Says whether a blocked read must give up (the run was stopped).
 pub(crate) type StopCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// A guest stdin fed by a channel. A read waits in slices so that a stopped run (deadline,
-/// cancel) ends a guest blocked in `fd_read`, which the epoch alone cannot interrupt.
-#[derive(Clone)]
+/// Something a guest's stdin reads from: blocks until bytes arrive (`Some`), end of input
+/// (`None`), or the run is stopped (`Err`), so a guest blocked in `fd_read`, which the epoch
+/// alone cannot interrupt, still ends at its deadline.
+pub(crate) trait ByteSource: Send + Sync + 'static {
+    /// Up to `max` bytes.
+    fn read_some(&self, max: usize) -> Result<Option<Vec<u8>>, ()>;
+}
+
+/// A [`ByteSource`] as a wasmtime-wasi stdin. Clones share the source.
+pub(crate) struct SourceStdin<S>(pub Arc<S>);
+
+impl<S> Clone for SourceStdin<S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S> std::fmt::Debug for SourceStdin<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceStdin")
+    }
+}
+
+#[cfg(test)]
+impl<S: ByteSource> SourceStdin<S> {
+    /// Up to `max` bytes; see [`ByteSource::read_some`].
+    pub fn read_some(&self, max: usize) -> Result<Option<Vec<u8>>, ()> {
+        self.0.read_some(max)
+    }
+}
+
+impl<S: ByteSource> IsTerminal for SourceStdin<S> {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl<S: ByteSource> StdinStream for SourceStdin<S> {
+    fn p2_stream(&self) -> Box<dyn InputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn AsyncRead + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl<S: ByteSource> Pollable for SourceStdin<S> {
+    async fn ready(&mut self) {}
+}
+
+impl<S: ByteSource> InputStream for SourceStdin<S> {
+    fn read(&mut self, size: usize) -> StreamResult<Bytes> {
+        match self.0.read_some(size.max(1)) {
+            Ok(Some(bytes)) => Ok(Bytes::from(bytes)),
+            Ok(None) => Err(StreamError::Closed),
+            Err(()) => Err(StreamError::Trap(wasmtime::Error::new(
+                crate::engine::StopTrap,
+            ))),
+        }
+    }
+}
+
+impl<S: ByteSource> AsyncRead for SourceStdin<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.0.read_some(buf.remaining().max(1)) {
+            Ok(Some(bytes)) => {
+                buf.put_slice(&bytes);
+                Poll::Ready(Ok(()))
+            }
+            Ok(None) => Poll::Ready(Ok(())),
+            Err(()) => Poll::Ready(Err(io::Error::other("run stopped"))),
+        }
+    }
+}
+
+/// A guest stdin fed by a channel (the JavaScript driver's input), waiting in slices.
 pub(crate) struct ChannelInput {
-    inner: Arc<Mutex<ChannelInner>>,
+    inner: Mutex<ChannelInner>,
     stop: StopCheck,
 }
 
@@ -119,24 +197,19 @@ struct ChannelInner {
     pending: Vec<u8>,
 }
 
-impl std::fmt::Debug for ChannelInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ChannelInput")
+impl ChannelInput {
+    pub fn new(rx: Receiver<Vec<u8>>, stop: StopCheck) -> SourceStdin<Self> {
+        SourceStdin(Arc::new(Self {
+            inner: Mutex::new(ChannelInner {
+                rx,
+                pending: Vec::new(),
+            }),
+            stop,
+        }))
     }
 }
 
-impl ChannelInput {
-    pub fn new(rx: Receiver<Vec<u8>>, stop: StopCheck) -> Self {
-        Self {
-            inner: Arc::new(Mutex::new(ChannelInner {
-                rx,
-                pending: Vec::new(),
-            })),
-            stop,
-        }
-    }
-
-    /// Blocks until bytes arrive; `Ok(None)` at end of input; `Err` when the run was stopped.
+impl ByteSource for ChannelInput {
     fn read_some(&self, max: usize) -> Result<Option<Vec<u8>>, ()> {
         let mut inner = self
             .inner
@@ -156,54 +229,5 @@ impl ChannelInput {
         let n = max.min(inner.pending.len());
         let rest = inner.pending.split_off(n);
         Ok(Some(std::mem::replace(&mut inner.pending, rest)))
-    }
-}
-
-impl IsTerminal for ChannelInput {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdinStream for ChannelInput {
-    fn p2_stream(&self) -> Box<dyn InputStream> {
-        Box::new(self.clone())
-    }
-    fn async_stream(&self) -> Box<dyn AsyncRead + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for ChannelInput {
-    async fn ready(&mut self) {}
-}
-
-impl InputStream for ChannelInput {
-    fn read(&mut self, size: usize) -> StreamResult<Bytes> {
-        match self.read_some(size.max(1)) {
-            Ok(Some(bytes)) => Ok(Bytes::from(bytes)),
-            Ok(None) => Err(StreamError::Closed),
-            Err(()) => Err(StreamError::Trap(wasmtime::Error::new(
-                crate::engine::StopTrap,
-            ))),
-        }
-    }
-}
-
-impl AsyncRead for ChannelInput {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.read_some(buf.remaining().max(1)) {
-            Ok(Some(bytes)) => {
-                buf.put_slice(&bytes);
-                Poll::Ready(Ok(()))
-            }
-            Ok(None) => Poll::Ready(Ok(())),
-            Err(()) => Poll::Ready(Err(io::Error::other("run stopped"))),
-        }
     }
 }

@@ -3,18 +3,10 @@
 //! `yes | head -1` ends), and waits that give up when the run is stopped.
 
 use std::collections::VecDeque;
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::io::{AsyncRead, ReadBuf};
-use wasmtime_wasi::cli::{IsTerminal, StdinStream};
-use wasmtime_wasi::p2::{InputStream, Pollable, StreamError, StreamResult};
-
-use crate::output::{SinkError, StopCheck, WriteFn};
+use crate::output::{ByteSource, SinkError, SourceStdin, StopCheck, WriteFn};
 
 /// How much a pipe holds before its writer waits (Linux's default pipe size).
 pub(crate) const CAPACITY: usize = 64 * 1024;
@@ -67,12 +59,10 @@ impl Drop for PipeWriter {
 }
 
 /// The read end, usable as a guest's stdin.
-#[derive(Clone)]
-pub(crate) struct PipeReader {
-    inner: Arc<ReaderInner>,
-}
+pub(crate) type PipeReader = SourceStdin<ReaderInner>;
 
-struct ReaderInner {
+/// The state behind a [`PipeReader`]; the pipe sees its reader gone when the last clone drops.
+pub(crate) struct ReaderInner {
     shared: Arc<Shared>,
     stop: StopCheck,
 }
@@ -84,12 +74,6 @@ impl Drop for ReaderInner {
     }
 }
 
-impl std::fmt::Debug for PipeReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PipeReader")
-    }
-}
-
 /// A new pipe; both ends give up waiting when `stop` says so.
 pub(crate) fn pipe(stop: StopCheck) -> (PipeWriter, PipeReader) {
     let shared = Arc::new(Shared::default());
@@ -98,9 +82,7 @@ pub(crate) fn pipe(stop: StopCheck) -> (PipeWriter, PipeReader) {
         PipeWriter {
             shared: shared.clone(),
         },
-        PipeReader {
-            inner: Arc::new(ReaderInner { shared, stop }),
-        },
+        SourceStdin(Arc::new(ReaderInner { shared, stop })),
     )
 }
 
@@ -139,10 +121,9 @@ impl PipeWriter {
     }
 }
 
-impl PipeReader {
-    /// Blocks until bytes arrive; `Ok(None)` at end of file; `Err` when the run was stopped.
-    pub fn read_some(&self, max: usize) -> Result<Option<Vec<u8>>, ()> {
-        let shared = &self.inner.shared;
+impl ByteSource for ReaderInner {
+    fn read_some(&self, max: usize) -> Result<Option<Vec<u8>>, ()> {
+        let shared = &self.shared;
         let mut st = shared.lock();
         loop {
             if !st.buf.is_empty() {
@@ -160,58 +141,9 @@ impl PipeReader {
                 .wait_timeout(st, WAIT_SLICE)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             st = next;
-            if (self.inner.stop)() {
+            if (self.stop)() {
                 return Err(());
             }
-        }
-    }
-}
-
-impl IsTerminal for PipeReader {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdinStream for PipeReader {
-    fn p2_stream(&self) -> Box<dyn InputStream> {
-        Box::new(self.clone())
-    }
-    fn async_stream(&self) -> Box<dyn AsyncRead + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for PipeReader {
-    async fn ready(&mut self) {}
-}
-
-impl InputStream for PipeReader {
-    fn read(&mut self, size: usize) -> StreamResult<Bytes> {
-        match self.read_some(size.max(1)) {
-            Ok(Some(bytes)) => Ok(Bytes::from(bytes)),
-            Ok(None) => Err(StreamError::Closed),
-            Err(()) => Err(StreamError::Trap(wasmtime::Error::new(
-                crate::engine::StopTrap,
-            ))),
-        }
-    }
-}
-
-impl AsyncRead for PipeReader {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.read_some(buf.remaining().max(1)) {
-            Ok(Some(bytes)) => {
-                buf.put_slice(&bytes);
-                Poll::Ready(Ok(()))
-            }
-            Ok(None) => Poll::Ready(Ok(())),
-            Err(()) => Poll::Ready(Err(io::Error::other("run stopped"))),
         }
     }
 }
