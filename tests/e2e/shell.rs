@@ -636,3 +636,60 @@ fn cli_exec_with_sessions() {
     assert_ne!(code, 0);
     assert!(err.contains("SESSION_NOT_FOUND"), "{err}");
 }
+
+#[test]
+fn bad_env_names_and_missing_cwds_are_refused_up_front() {
+    let s = Server::start();
+    let _ = s.sandbox("val");
+    let refused = |a: hybox_tests::Answer| {
+        assert_eq!(
+            (a.status, a.json["code"].as_str()),
+            (400, Some("INVALID_REQUEST")),
+            "{a:?}"
+        );
+    };
+    for env in [
+        json!({"A=B": "1"}),
+        json!({"": "1"}),
+        json!({"1X": "1"}),
+        json!({"X": "a\u{0}b"}),
+    ] {
+        refused(s.post(
+            "/v1/sandboxes/val/exec",
+            &json!({"command": "echo hi", "env": env}),
+        ));
+        refused(s.post("/v1/sandboxes/val/sessions", &json!({"env": env})));
+        refused(s.post(
+            "/v1/sandboxes/val/contexts",
+            &json!({"language": "python", "env": env}),
+        ));
+        refused(s.put("/v1/sandboxes/val2", &json!({"env": env})));
+        refused(s.post(
+            "/v1/sandboxes/val/sessions/default/env",
+            &json!({"env": env}),
+        ));
+    }
+    refused(s.post(
+        "/v1/sandboxes/val/exec",
+        &json!({"command": "pwd", "cwd": "/workspace/missing"}),
+    ));
+    refused(s.post(
+        "/v1/sandboxes/val/contexts",
+        &json!({"language": "python", "cwd": "missing"}),
+    ));
+    refused(s.post(
+        "/v1/sandboxes/val/sessions",
+        &json!({"cwd": "/tmp/missing"}),
+    ));
+    let w = s.post("/v1/sandboxes/val/files/mkdir", &json!({"path": "there"}));
+    assert_eq!(w.status, 200);
+    assert_eq!(
+        hybox_exec(&s, "val", json!({"command": "pwd", "cwd": "there"}))["stdout"],
+        "/workspace/there\n"
+    );
+    let c = s.post(
+        "/v1/sandboxes/val/contexts",
+        &json!({"language": "javascript", "cwd": "/workspace/there"}),
+    );
+    assert_eq!(c.status, 201, "{c:?}");
+}

@@ -106,6 +106,58 @@ pub(super) fn guest_cwd(cwd: Option<&str>) -> Result<String, ApiError> {
     }
 }
 
+/// [`guest_cwd`], then checked to be an existing directory of the sandbox (a guest started in a
+/// missing directory would fail in less clear ways).
+pub(super) async fn sandbox_cwd(sb: &Sandbox, cwd: Option<&str>) -> Result<String, ApiError> {
+    let norm = guest_cwd(cwd)?;
+    let (root, rel) = match norm.strip_prefix("/workspace") {
+        Some(rest) => (sb.workspace_dir(), rest.trim_start_matches('/').to_owned()),
+        None => (
+            sb.tmp_dir(),
+            norm.trim_start_matches("/tmp")
+                .trim_start_matches('/')
+                .to_owned(),
+        ),
+    };
+    let is_dir = tokio::task::spawn_blocking(move || {
+        cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority())
+            .and_then(|d| d.metadata(if rel.is_empty() { "." } else { rel.as_str() }))
+            .is_ok_and(|m| m.is_dir())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    if is_dir {
+        Ok(norm)
+    } else {
+        Err(ApiError::InvalidRequest(format!(
+            "cwd {norm} is not an existing directory"
+        )))
+    }
+}
+
+/// Environment names are shell identifiers and values hold no NUL: anything else cannot reach a
+/// process environment intact.
+pub(super) fn check_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    for (k, v) in env {
+        let mut b = k.bytes();
+        let ok = b
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_');
+        if !ok {
+            return Err(ApiError::InvalidRequest(format!(
+                "invalid environment variable name {k:?}"
+            )));
+        }
+        if v.contains('\0') {
+            return Err(ApiError::InvalidRequest(format!(
+                "environment variable {k} holds a NUL byte"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn guest_spec(sb: &Sandbox, cwd: String, env: BTreeMap<String, String>) -> GuestSpec {
     GuestSpec {
         cwd,
@@ -136,8 +188,9 @@ async fn start_context(
     cwd: Option<&str>,
     env: BTreeMap<String, String>,
 ) -> Result<Arc<CodeContext>, ApiError> {
+    check_env(&env)?;
+    let cwd = sandbox_cwd(sb, cwd).await?;
     let runtime = state.wasi.runtime().await?;
-    let cwd = guest_cwd(cwd)?;
     let mut merged = sb.meta().env;
     merged.extend(env.clone());
     let spec = guest_spec(sb, cwd.clone(), merged);

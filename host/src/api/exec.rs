@@ -14,7 +14,9 @@ use hybox_wasi_runtime::shell::{Script, run_script};
 use hybox_wasi_runtime::{Event, EventSink, RunLimits, RunOutcome, Runtime, StopReason};
 
 use super::AppState;
-use super::code::{CancelOnDrop, event_json, guest_cwd, guest_spec, limits, new_id, stop_error};
+use super::code::{
+    CancelOnDrop, check_env, event_json, guest_spec, limits, new_id, sandbox_cwd, stop_error,
+};
 use super::error::ApiError;
 use super::http::{self, Body, SseEvent};
 use crate::backend::Route;
@@ -187,7 +189,13 @@ pub(super) async fn exec(
     let body = req.into_body();
     let r: ExecReq = http::parse_json(&body)?;
     let limits = limits(r.timeout_ms)?;
-    let cwd = r.cwd.as_deref().map(|c| guest_cwd(Some(c))).transpose()?;
+    let cwd = match r.cwd.as_deref() {
+        Some(c) => Some(sandbox_cwd(&sb, Some(c)).await?),
+        None => None,
+    };
+    if let Some(env) = &r.env {
+        check_env(env)?;
+    }
     let runtime = state.wasi.runtime().await?;
     let script = router::route(&r.command, r.runtime, runtime.has_toolbox())?;
     let session_id = r

@@ -33,6 +33,9 @@ pub(super) async fn put(
 ) -> Result<Response<Body>, ApiError> {
     let body = req.into_body();
     let options: CreateOptions = http::parse_json(&body)?;
+    if let Some(env) = &options.env {
+        super::code::check_env(env)?;
+    }
     let (sb, created) = state
         .registry
         .get_or_create(id, options, || state.wasi.take_spare())

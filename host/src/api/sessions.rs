@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::code::{guest_cwd, new_id};
+use super::code::{check_env, new_id, sandbox_cwd};
 use super::error::ApiError;
 use super::http::{self, Body};
 use crate::sandbox::SandboxId;
@@ -44,7 +44,10 @@ pub(super) async fn create(
     let sb = state.registry.get(id).await?;
     let body = req.into_body();
     let r: CreateReq = http::parse_json(&body)?;
-    let cwd = guest_cwd(r.cwd.as_deref())?;
+    let cwd = sandbox_cwd(&sb, r.cwd.as_deref()).await?;
+    if let Some(env) = &r.env {
+        check_env(env)?;
+    }
     // Session env sits above the sandbox's: start from the sandbox env, then the session's.
     let mut env = sb.meta().env;
     env.extend(r.env.unwrap_or_default());
@@ -95,6 +98,12 @@ pub(super) async fn set_env(
     let sb = state.registry.get(id).await?;
     let body = req.into_body();
     let r: EnvReq = http::parse_json(&body)?;
+    let named: BTreeMap<String, String> = r
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
+        .collect();
+    check_env(&named)?;
     let s = sb.sessions.get(sid, &sb.meta().env)?;
     {
         let mut st = s

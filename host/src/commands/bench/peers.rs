@@ -170,6 +170,14 @@ fn parse_site_import(importtime: &str) -> Option<f64> {
     })
 }
 
+/// Finds `sh` on PATH; the error is the skip reason.
+///
+/// # Errors
+/// A reason to skip the `sh -c` peers.
+pub fn detect_sh() -> Result<PathBuf, String> {
+    which("sh").ok_or_else(|| "sh is not on PATH".to_owned())
+}
+
 /// Finds `node` and its version; the error is the skip reason.
 ///
 /// # Errors
@@ -241,6 +249,32 @@ pub async fn spawn_to_exit(program: &Path, args: &[&str], want: &str) -> anyhow:
         bail!("stdout was {got:?}, expected {want:?}");
     }
     Ok(elapsed)
+}
+
+/// `sh -c command` started cold in `dir`, timed from the spawn to its exit with all output
+/// read; its stdout, for the caller to check.
+///
+/// # Errors
+/// Spawn failures, a failed exit, or output that is not UTF-8.
+pub async fn sh_to_exit(
+    sh: &Path,
+    command: &str,
+    dir: &Path,
+) -> anyhow::Result<(Duration, String)> {
+    let t0 = Instant::now();
+    let out = Command::new(sh)
+        .args(["-c", command])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("spawn {}", sh.display()))?;
+    let elapsed = t0.elapsed();
+    if !out.status.success() {
+        bail!("`{command}` exited {}: {}", out.status, tail(&out.stderr));
+    }
+    let stdout = String::from_utf8(out.stdout).context("stdout is not UTF-8")?;
+    Ok((elapsed, stdout))
 }
 
 /// An executor process started cold: spawn, send [`REQUEST`] on stdin, time until its one

