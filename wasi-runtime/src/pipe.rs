@@ -13,9 +13,12 @@ pub(crate) const CAPACITY: usize = 64 * 1024;
 /// How often a waiting side looks at the run's stop flag.
 const WAIT_SLICE: Duration = Duration::from_millis(10);
 
+/// Written chunks in order (whole writes, not bytes: a 10 MB stream is a few hundred memcpys,
+/// not ten million pushes) and their total length.
 #[derive(Debug, Default)]
 struct State {
-    buf: VecDeque<u8>,
+    chunks: VecDeque<Vec<u8>>,
+    len: usize,
     writers: usize,
     reader_gone: bool,
 }
@@ -95,7 +98,7 @@ impl PipeWriter {
             if st.reader_gone {
                 return Err(SinkError::Broken);
             }
-            let room = CAPACITY.saturating_sub(st.buf.len());
+            let room = CAPACITY.saturating_sub(st.len);
             if room == 0 {
                 let (next, _) = shared
                     .changed
@@ -108,7 +111,8 @@ impl PipeWriter {
                 continue;
             }
             let n = room.min(bytes.len());
-            st.buf.extend(&bytes[..n]);
+            st.chunks.push_back(bytes[..n].to_vec());
+            st.len += n;
             bytes = &bytes[n..];
             shared.changed.notify_all();
         }
@@ -126,9 +130,26 @@ impl ByteSource for ReaderInner {
         let shared = &self.shared;
         let mut st = shared.lock();
         loop {
-            if !st.buf.is_empty() {
-                let n = max.min(st.buf.len());
-                let out: Vec<u8> = st.buf.drain(..n).collect();
+            if let Some(mut out) = st.chunks.pop_front() {
+                // One chunk as is when it fits; more are joined up to `max`.
+                if out.len() > max {
+                    let rest = out.split_off(max);
+                    st.chunks.push_front(rest);
+                }
+                while let Some(next) = st.chunks.front_mut() {
+                    let room = max - out.len();
+                    if room == 0 {
+                        break;
+                    }
+                    if next.len() <= room {
+                        out.extend_from_slice(next);
+                        st.chunks.pop_front();
+                    } else {
+                        out.extend_from_slice(&next[..room]);
+                        next.drain(..room);
+                    }
+                }
+                st.len -= out.len();
                 drop(st);
                 shared.changed.notify_all();
                 return Ok(Some(out));
