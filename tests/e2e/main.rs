@@ -2,5 +2,6 @@
 
 mod code;
 mod files;
+mod openapi;
 mod sandboxes;
 mod shell;

@@ -1,0 +1,848 @@
+//! docs/openapi.json against the real server, both ways: every operation the document lists is
+//! served and answers as its schemas say, and every route the router serves is in the document.
+//!
+//! The schema checker below covers the JSON Schema the document uses (`$ref`, `allOf`, `oneOf`,
+//! `anyOf`, `type`, `enum`, `const`, `required`, `properties`, `additionalProperties`, `items`,
+//! `minimum`, `maximum`, `minLength`, `maxLength`); `pattern` and `format` are not checked.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use hybox_tests::{Answer, Server};
+
+const SANDBOX: &str = "openapi-check";
+const SESSION: &str = "openapi-session";
+/// An exec id no command has: cancelling it must be `EXEC_NOT_FOUND`, not an unknown route.
+const NO_EXEC: &str = "exec-0000000000000000";
+const METHODS: [&str; 4] = ["GET", "PUT", "POST", "DELETE"];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(rel: &str) -> String {
+    let p = repo().join(rel);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+fn document() -> Value {
+    serde_json::from_str(&read("docs/openapi.json")).expect("docs/openapi.json is JSON")
+}
+
+/// `/v1/sandboxes/{id}/contexts/{contextId}` → `/v1/sandboxes/{}/contexts/{}`.
+fn normalise(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if seg.starts_with('{') && seg.ends_with('}') {
+                "{}"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// One operation of the document.
+#[derive(Debug, Clone)]
+struct Operation {
+    method: String,
+    path: String,
+    id: String,
+    op: Value,
+    /// Path-level parameters followed by the operation's own.
+    params: Vec<Value>,
+}
+
+fn operations(doc: &Value) -> Vec<Operation> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let shared = item["parameters"].as_array().cloned().unwrap_or_default();
+        for (method, op) in item.as_object().expect("path item") {
+            if ![
+                "get", "put", "post", "delete", "patch", "head", "options", "trace",
+            ]
+            .contains(&method.as_str())
+            {
+                continue;
+            }
+            let mut params = shared.clone();
+            params.extend(op["parameters"].as_array().cloned().unwrap_or_default());
+            out.push(Operation {
+                method: method.to_uppercase(),
+                path: path.clone(),
+                id: op["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{method} {path} has no operationId"))
+                    .to_owned(),
+                op: op.clone(),
+                params: params.iter().map(|p| resolve(doc, p).clone()).collect(),
+            });
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------------------------------
+// The routes the router serves, read from its source.
+
+#[derive(Debug, Clone)]
+enum Seg {
+    Lit(String),
+    Param,
+}
+
+fn render(segs: &[Seg]) -> String {
+    segs.iter()
+        .map(|s| match s {
+            Seg::Lit(l) => format!("/{l}"),
+            Seg::Param => "/{}".to_owned(),
+        })
+        .collect()
+}
+
+/// A slice pattern's elements (`"contexts", ctx, "run"`); `None` for the element `rest @ ..`.
+fn parse_slice(pat: &str, line: &str) -> Vec<Option<Seg>> {
+    pat.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            if e == "rest @ .." {
+                None
+            } else if let Some(lit) = e.strip_prefix('"').and_then(|e| e.strip_suffix('"')) {
+                assert!(
+                    !lit.contains('"'),
+                    "alternatives in a served route are not understood: {line}"
+                );
+                Some(Seg::Lit(lit.to_owned()))
+            } else if e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                Some(Seg::Param)
+            } else {
+                panic!("router pattern element {e:?} not understood: {line}")
+            }
+        })
+        .collect()
+}
+
+/// `&Method::POST | &Method::PUT` → `["POST", "PUT"]`; `_` → none (the not-allowed arms).
+fn parse_methods(text: &str, line: &str) -> Vec<String> {
+    if text.trim() == "_" {
+        return Vec::new();
+    }
+    text.split('|')
+        .map(|m| {
+            m.trim()
+                .trim_start_matches('&')
+                .strip_prefix("Method::")
+                .unwrap_or_else(|| panic!("method {m:?} not understood: {line}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Parses the match arms of `route` in host/src/api/mod.rs:
+/// `["v1", "health"] => match method { Method::GET => ... }` and, under
+/// `["v1", "sandboxes", id, rest @ ..]`, `(["contexts", ctx, "run"], &Method::POST) => ...`.
+/// Every line of the function that names a `Method::` must be understood.
+fn router_routes() -> Vec<(String, Vec<Seg>)> {
+    let src = read("host/src/api/mod.rs");
+    let start = src
+        .find("async fn route(")
+        .expect("fn route in host/src/api/mod.rs");
+    let body = &src[start..];
+    let body = &body[..body.find("\n}\n").map_or(body.len(), |i| i + 3)];
+    let mut routes = Vec::new();
+    let mut prefix: Vec<Seg> = Vec::new();
+    let mut nested = false;
+    for line in body.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("([") {
+            assert!(nested, "inner arm outside `rest @ ..`: {t}");
+            let (pat, after) = rest
+                .split_once("], ")
+                .unwrap_or_else(|| panic!("router arm not understood: {t}"));
+            let (methods, _) = after
+                .split_once(") =>")
+                .unwrap_or_else(|| panic!("router arm not understood: {t}"));
+            let methods = parse_methods(methods, t);
+            if methods.is_empty() {
+                continue; // `(..., _) => not_allowed()`
+            }
+            assert!(!pat.contains(".."), "open-ended served route: {t}");
+            let mut segs = prefix.clone();
+            segs.extend(parse_slice(pat, t).into_iter().map(|s| s.expect("no rest")));
+            for m in methods {
+                routes.push((m, segs.clone()));
+            }
+        } else if let Some(rest) = t.strip_prefix('[') {
+            let (pat, _) = rest
+                .split_once("] =>")
+                .unwrap_or_else(|| panic!("router arm not understood: {t}"));
+            let elems = parse_slice(pat, t);
+            nested = elems.last().is_some_and(Option::is_none);
+            prefix = elems.into_iter().flatten().collect();
+        } else if t.starts_with("Method::") || t.starts_with("&Method::") {
+            assert!(!nested, "method arm under `rest @ ..`: {t}");
+            let (methods, _) = t
+                .split_once("=>")
+                .unwrap_or_else(|| panic!("router arm not understood: {t}"));
+            for m in parse_methods(methods, t) {
+                routes.push((m, prefix.clone()));
+            }
+        } else {
+            assert!(
+                !t.contains("Method::"),
+                "a router line this test does not understand: {t}"
+            );
+        }
+    }
+    routes
+}
+
+/// The names a handler dispatches a trailing path parameter on: the string-literal arms of
+/// `match op {` in host/src/api/files.rs (`"rename" | "move" => ...`); the rest is `NOT_FOUND`.
+fn dispatched_names(file: &str, marker: &str) -> Vec<String> {
+    let src = read(file);
+    let start = src
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker:?} in {file}"));
+    let mut names = Vec::new();
+    let mut depth = 0i32;
+    for line in src[start..].lines() {
+        let t = line.trim();
+        if depth == 1 && t.starts_with('"') {
+            let (pat, _) = t
+                .split_once("=>")
+                .unwrap_or_else(|| panic!("arm not understood: {t}"));
+            for alt in pat.split('|') {
+                let name = alt
+                    .trim()
+                    .strip_prefix('"')
+                    .and_then(|a| a.strip_suffix('"'))
+                    .unwrap_or_else(|| panic!("arm not understood: {t}"));
+                names.push(name.to_owned());
+            }
+        }
+        depth += i32::try_from(line.matches('{').count()).expect("count");
+        depth -= i32::try_from(line.matches('}').count()).expect("count");
+        if depth <= 0 {
+            break;
+        }
+    }
+    assert!(
+        !names.is_empty(),
+        "no arms found after {marker:?} in {file}"
+    );
+    names
+}
+
+/// `(METHOD, normalised path)` of every route served, with `POST .../files/{op}` expanded to
+/// the operations its handler knows.
+fn served() -> BTreeSet<(String, String)> {
+    let file_ops = dispatched_names("host/src/api/files.rs", "match op {");
+    let mut out = BTreeSet::new();
+    for (method, segs) in router_routes() {
+        let path = render(&segs);
+        if method == "POST" && path == "/v1/sandboxes/{}/files/{}" {
+            for name in &file_ops {
+                out.insert((method.clone(), format!("/v1/sandboxes/{{}}/files/{name}")));
+            }
+        } else {
+            out.insert((method, path));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_served_route_is_documented() {
+    let served = served();
+    assert!(
+        served.len() >= 25,
+        "router scrape found too little: {served:?}"
+    );
+    let documented: BTreeSet<(String, String)> = operations(&document())
+        .iter()
+        .map(|o| (o.method.clone(), normalise(&o.path)))
+        .collect();
+    let missing: Vec<_> = served.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "served but not documented: {missing:?}\ndocumented but not served: {extra:?}"
+    );
+}
+
+#[test]
+fn document_is_well_formed() {
+    let doc = document();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let ops = operations(&doc);
+    let ids: BTreeSet<&str> = ops.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(ids.len(), ops.len(), "operationIds are unique");
+    for o in &ops {
+        // Every `{name}` of the path is a declared path parameter, and nothing else is.
+        let in_path: BTreeSet<&str> = o
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .collect();
+        let declared: BTreeSet<&str> = o
+            .params
+            .iter()
+            .filter(|p| p["in"] == "path")
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert_eq!(in_path, declared, "{} {}", o.method, o.path);
+        let responses = o.op["responses"].as_object().expect("responses");
+        assert!(
+            responses.keys().any(|k| k.starts_with('2')),
+            "{}: no success response",
+            o.id
+        );
+        // Every error response is the common error schema.
+        for (status, r) in responses {
+            if status.starts_with('2') {
+                continue;
+            }
+            let r = resolve(&doc, r);
+            let schema = &r["content"]["application/json"]["schema"];
+            let refs = schema["allOf"][0]["$ref"].as_str();
+            assert_eq!(
+                refs,
+                Some("#/components/schemas/Error"),
+                "{} {status}",
+                o.id
+            );
+        }
+        if o.path.starts_with("/v1/sandboxes/{id}") {
+            let id = o.params.iter().find(|p| p["name"] == "id").expect("id");
+            assert_eq!(
+                id["schema"]["pattern"],
+                "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+            );
+        }
+    }
+    // Every `$ref` resolves.
+    fn refs(doc: &Value, v: &Value) {
+        match v {
+            Value::Object(m) => {
+                if let Some(r) = m.get("$ref") {
+                    let _ = resolve(doc, &json!({ "$ref": r }));
+                }
+                m.values().for_each(|x| refs(doc, x));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(doc, x)),
+            _ => {}
+        }
+    }
+    refs(&doc, &doc);
+}
+
+// ------------------------------------------------------------------------------------------
+// A small JSON Schema checker.
+
+fn resolve<'a>(doc: &'a Value, mut schema: &'a Value) -> &'a Value {
+    while let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let pointer = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("non-local $ref {r}"));
+        schema = doc
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("dangling $ref {r}"));
+    }
+    schema
+}
+
+fn is_type(v: &Value, t: &str) -> bool {
+    match t {
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        "null" => v.is_null(),
+        other => panic!("unknown type {other}"),
+    }
+}
+
+fn errors_of(doc: &Value, schema: &Value, v: &Value, at: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    check(doc, schema, v, at, &mut errs);
+    errs
+}
+
+fn check(doc: &Value, schema: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
+    let s = resolve(doc, schema);
+    for sub in s["allOf"].as_array().into_iter().flatten() {
+        check(doc, sub, v, at, errs);
+    }
+    if let Some(one) = s["oneOf"].as_array() {
+        let n = one
+            .iter()
+            .filter(|sub| errors_of(doc, sub, v, at).is_empty())
+            .count();
+        if n != 1 {
+            errs.push(format!("{at}: matches {n} of the oneOf alternatives: {v}"));
+        }
+    }
+    if let Some(any) = s["anyOf"].as_array()
+        && !any.iter().any(|sub| errors_of(doc, sub, v, at).is_empty())
+    {
+        errs.push(format!("{at}: matches none of anyOf: {v}"));
+    }
+    let types: Vec<&str> = match &s["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !types.is_empty() && !types.iter().any(|t| is_type(v, t)) {
+        errs.push(format!("{at}: {v} is not of type {types:?}"));
+        return;
+    }
+    if let Some(e) = s["enum"].as_array()
+        && !e.contains(v)
+    {
+        errs.push(format!("{at}: {v} is not one of {e:?}"));
+    }
+    if let Some(c) = s.get("const")
+        && c != v
+    {
+        errs.push(format!("{at}: {v} is not {c}"));
+    }
+    if let Some(n) = v.as_f64() {
+        if s["minimum"].as_f64().is_some_and(|m| n < m) {
+            errs.push(format!("{at}: {n} < minimum {}", s["minimum"]));
+        }
+        if s["maximum"].as_f64().is_some_and(|m| n > m) {
+            errs.push(format!("{at}: {n} > maximum {}", s["maximum"]));
+        }
+    }
+    if let Some(text) = v.as_str() {
+        let len = text.chars().count() as u64;
+        if s["minLength"].as_u64().is_some_and(|m| len < m) {
+            errs.push(format!("{at}: shorter than minLength"));
+        }
+        if s["maxLength"].as_u64().is_some_and(|m| len > m) {
+            errs.push(format!("{at}: longer than maxLength"));
+        }
+    }
+    if let Some(obj) = v.as_object() {
+        for name in s["required"].as_array().into_iter().flatten() {
+            let name = name.as_str().expect("required names are strings");
+            if !obj.contains_key(name) {
+                errs.push(format!("{at}: required property {name:?} is missing"));
+            }
+        }
+        let props = s["properties"].as_object();
+        for (k, x) in obj {
+            let here = format!("{at}.{k}");
+            match (props.and_then(|p| p.get(k)), s.get("additionalProperties")) {
+                (Some(ps), _) => check(doc, ps, x, &here, errs),
+                (None, Some(Value::Bool(false))) => {
+                    errs.push(format!("{here}: property not in the schema"));
+                }
+                (None, Some(extra @ Value::Object(_))) => check(doc, extra, x, &here, errs),
+                (None, _) => {}
+            }
+        }
+    }
+    if let (Some(arr), Some(items)) = (v.as_array(), s.get("items")) {
+        for (i, x) in arr.iter().enumerate() {
+            check(doc, items, x, &format!("{at}[{i}]"), errs);
+        }
+    }
+}
+
+fn assert_valid(doc: &Value, schema: &Value, v: &Value, what: &str) {
+    let errs = errors_of(doc, schema, v, "$");
+    assert!(
+        errs.is_empty(),
+        "{what} does not match its schema:\n  {}\nvalue: {v}",
+        errs.join("\n  ")
+    );
+}
+
+/// A minimal value of `schema`: required properties only (the first alternative of a
+/// `oneOf` of required sets), first enum value, minimum of a number.
+fn minimal(doc: &Value, schema: &Value) -> Value {
+    let s = resolve(doc, schema);
+    if let Some(e) = s["enum"].as_array().and_then(|e| e.first()) {
+        return e.clone();
+    }
+    if let Some(c) = s.get("const") {
+        return c.clone();
+    }
+    let t = match &s["type"] {
+        Value::String(t) => t.as_str(),
+        Value::Array(ts) => ts.first().and_then(Value::as_str).unwrap_or("null"),
+        _ => "object",
+    };
+    match t {
+        "object" => {
+            let mut required: Vec<&Value> =
+                s["required"].as_array().into_iter().flatten().collect();
+            for all in s["allOf"].as_array().into_iter().flatten() {
+                if let Some(first) = all["oneOf"].as_array().and_then(|o| o.first()) {
+                    required.extend(first["required"].as_array().into_iter().flatten());
+                }
+            }
+            if let Some(first) = s["oneOf"].as_array().and_then(|o| o.first()) {
+                required.extend(first["required"].as_array().into_iter().flatten());
+            }
+            let mut out = Map::new();
+            for name in required {
+                let name = name.as_str().expect("required names are strings");
+                let prop = &s["properties"][name];
+                out.insert(name.to_owned(), minimal(doc, prop));
+            }
+            Value::Object(out)
+        }
+        "array" => json!([]),
+        "string" => json!("x"),
+        "integer" | "number" => s["minimum"].as_u64().map_or(json!(1), |m| json!(m.max(1))),
+        "boolean" => json!(false),
+        _ => Value::Null,
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The document against a live server.
+
+/// Bodies that make each operation succeed on the fixtures; an operation not listed gets the
+/// minimal body of its request schema.
+fn body_for(op_id: &str) -> Option<Value> {
+    Some(match op_id {
+        "putSandbox" => json!({ "env": { "A": "1" } }),
+        "exec" => json!({ "command": "echo hi && pwd" }),
+        "createSession" => json!({ "id": "openapi-created", "cwd": "/tmp" }),
+        "setSessionEnv" => json!({ "env": { "A": "1", "B": null } }),
+        "putSessionEnv" => json!({ "envVars": { "C": "3" } }),
+        "runCode" | "runInContext" => json!({ "code": "print('x')\n40 + 2" }),
+        "createContext" => json!({ "language": "python" }),
+        "writeFile" => {
+            json!({ "path": "openapi/written.bin", "content": "aGk=", "encoding": "base64" })
+        }
+        "readFile" | "fileExists" | "statFile" => json!({ "path": "openapi/a.txt" }),
+        "makeDirectory" => json!({ "path": "openapi/new/dir", "recursive": true }),
+        "deleteFile" => json!({ "path": "openapi/to-delete.txt" }),
+        "renameFile" => {
+            json!({ "oldPath": "openapi/to-rename.txt", "newPath": "openapi/renamed.txt" })
+        }
+        "moveFile" => {
+            json!({ "sourcePath": "openapi/to-move.txt", "destinationPath": "openapi/into" })
+        }
+        "listFiles" => json!({ "path": "openapi", "recursive": true }),
+        _ => return None,
+    })
+}
+
+/// Operations that are expected to fail on the fixtures, with their code.
+fn expected_error(op_id: &str) -> Option<&'static str> {
+    (op_id == "cancelExec").then_some("EXEC_NOT_FOUND")
+}
+
+#[derive(Debug)]
+struct Fixtures {
+    params: BTreeMap<&'static str, String>,
+    query: BTreeMap<&'static str, String>,
+}
+
+fn fixtures(s: &Server) -> Fixtures {
+    let sb = s.sandbox(SANDBOX);
+    let base = format!("/v1/sandboxes/{sb}");
+    let ctx = s.post(&format!("{base}/contexts"), &json!({}));
+    assert_eq!(ctx.status, 201, "{ctx:?}");
+    let sess = s.post(&format!("{base}/sessions"), &json!({ "id": SESSION }));
+    assert_eq!(sess.status, 201, "{sess:?}");
+    for f in [
+        "a.txt",
+        "raw.txt",
+        "to-delete.txt",
+        "to-rename.txt",
+        "to-move.txt",
+    ] {
+        let a = s.post(
+            &format!("{base}/files/write"),
+            &json!({ "path": format!("openapi/{f}"), "content": "hello" }),
+        );
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    let a = s.post(
+        &format!("{base}/files/mkdir"),
+        &json!({ "path": "openapi/into" }),
+    );
+    assert_eq!(a.status, 200, "{a:?}");
+    Fixtures {
+        params: BTreeMap::from([
+            ("id", sb),
+            (
+                "contextId",
+                ctx.json["id"].as_str().expect("context id").to_owned(),
+            ),
+            ("sessionId", SESSION.to_owned()),
+            ("execId", NO_EXEC.to_owned()),
+        ]),
+        query: BTreeMap::from([("path", "openapi/raw.txt".to_owned())]),
+    }
+}
+
+fn concrete_path(o: &Operation, fx: &Fixtures) -> String {
+    let mut path = o.path.clone();
+    let mut query = Vec::new();
+    for p in &o.params {
+        let name = p["name"].as_str().expect("parameter name");
+        match p["in"].as_str() {
+            Some("path") => {
+                let v = fx
+                    .params
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{}: no fixture for path parameter {name}", o.id));
+                path = path.replace(&format!("{{{name}}}"), v);
+            }
+            Some("query") => {
+                if let Some(v) = fx.query.get(name) {
+                    query.push(format!("{name}={v}"));
+                } else {
+                    assert!(
+                        p["required"] != true,
+                        "{}: no fixture for query parameter {name}",
+                        o.id
+                    );
+                }
+            }
+            other => panic!("{}: parameter location {other:?}", o.id),
+        }
+    }
+    if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}
+
+#[derive(Debug)]
+enum Body {
+    None,
+    Json(Value),
+    Bytes(Vec<u8>),
+}
+
+fn request_body(doc: &Value, o: &Operation) -> Body {
+    let Some(rb) = o.op.get("requestBody") else {
+        return Body::None;
+    };
+    let rb = resolve(doc, rb);
+    let content = rb["content"].as_object().expect("requestBody content");
+    if let Some(media) = content.get("application/json") {
+        let body = body_for(&o.id).unwrap_or_else(|| minimal(doc, &media["schema"]));
+        assert_valid(
+            doc,
+            &media["schema"],
+            &body,
+            &format!("request body of {}", o.id),
+        );
+        Body::Json(body)
+    } else if content.contains_key("application/octet-stream") {
+        Body::Bytes(b"raw \x00\xff bytes".to_vec())
+    } else {
+        panic!("{}: request content {:?}", o.id, content.keys());
+    }
+}
+
+fn send(s: &Server, method: &str, path: &str, body: &Body) -> Answer {
+    match (method, body) {
+        ("GET", Body::None) => s.get(path),
+        ("DELETE", Body::None) => s.delete(path),
+        ("POST", Body::None) => s.post(path, &json!({})),
+        ("POST", Body::Json(v)) => s.post(path, v),
+        ("PUT", Body::None) => s.put_bytes(path, b""),
+        ("PUT", Body::Json(v)) => s.put(path, v),
+        ("PUT", Body::Bytes(b)) => s.put_bytes(path, b),
+        other => panic!("the harness cannot send {other:?}"),
+    }
+}
+
+/// Not served: the server's answer for an unknown route or method.
+fn unserved(a: &Answer) -> bool {
+    matches!(
+        a.json["code"].as_str(),
+        Some("NOT_FOUND" | "METHOD_NOT_ALLOWED")
+    )
+}
+
+fn check_answer(doc: &Value, o: &Operation, a: &Answer) {
+    let what = format!("{} {} ({})", o.method, o.path, o.id);
+    assert!(!unserved(a), "{what} is not served: {a:?}");
+    let documented = o.op["responses"]
+        .get(a.status.to_string())
+        .unwrap_or_else(|| panic!("{what}: status {} is not documented: {a:?}", a.status));
+    let documented = resolve(doc, documented);
+    match expected_error(&o.id) {
+        Some(code) => assert_eq!(a.json["code"], code, "{what}: {a:?}"),
+        None => assert!(
+            (200..300).contains(&a.status),
+            "{what} failed on the fixtures: {a:?}"
+        ),
+    }
+    let content = documented["content"].as_object().expect("response content");
+    if a.content_type.starts_with("application/json") {
+        let media = content
+            .get("application/json")
+            .unwrap_or_else(|| panic!("{what}: JSON answer not documented for {}", a.status));
+        assert_valid(doc, &media["schema"], &a.json, &format!("answer of {what}"));
+    } else {
+        assert!(
+            content.contains_key("*/*")
+                || content.contains_key(a.content_type.split(';').next().unwrap_or("")),
+            "{what}: content type {:?} not documented",
+            a.content_type
+        );
+    }
+}
+
+/// For an operation that can stream: the events are documented ones, their data matches, and
+/// the stream ends with `complete`.
+fn check_stream(s: &Server, doc: &Value, o: &Operation, path: &str, body: &Body) {
+    let Some(media) = o.op["responses"]["200"]["content"].get("text/event-stream") else {
+        return;
+    };
+    let Body::Json(body) = body else {
+        panic!("{}: a stream needs a JSON body", o.id);
+    };
+    let events = media["x-sse-events"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{}: text/event-stream without x-sse-events", o.id));
+    let (status, got) = s.post_sse(path, body);
+    assert_eq!(status, 200, "{}", o.id);
+    let names: Vec<&str> = got.iter().map(|(n, _, _)| n.as_str()).collect();
+    for (name, data, _) in &got {
+        let schema = events
+            .get(name)
+            .unwrap_or_else(|| panic!("{}: undocumented event {name:?} in {names:?}", o.id));
+        assert_valid(doc, schema, data, &format!("{} event {name}", o.id));
+    }
+    assert_eq!(names.last(), Some(&"complete"), "{}: {got:?}", o.id);
+    assert!(names.contains(&"stdout"), "{}: {names:?}", o.id);
+}
+
+#[test]
+fn every_documented_operation_is_served_as_documented() {
+    let doc = document();
+    let ops = operations(&doc);
+    assert!(ops.len() >= 25, "too few operations: {}", ops.len());
+    let s = Server::start();
+    let fx = fixtures(&s);
+    // Everything but deletions first, in path order; then deletions, innermost first so
+    // the sandbox goes last.
+    let (mut deletes, others): (Vec<&Operation>, Vec<&Operation>) =
+        ops.iter().partition(|o| o.method == "DELETE");
+    deletes.sort_by_key(|o| std::cmp::Reverse(o.path.len()));
+    for o in &others {
+        let path = concrete_path(o, &fx);
+        let body = request_body(&doc, o);
+        let a = send(&s, &o.method, &path, &body);
+        check_answer(&doc, o, &a);
+        check_stream(&s, &doc, o, &path, &body);
+    }
+    // Methods the document does not list for a path are not served.
+    let mut by_path: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
+    for o in &ops {
+        by_path.entry(o.path.as_str()).or_default().push(o);
+    }
+    for (template, listed) in &by_path {
+        let path = concrete_path(listed[0], &fx);
+        for m in METHODS {
+            if listed.iter().any(|o| o.method == m) {
+                continue;
+            }
+            let a = send(&s, m, &path, &Body::None);
+            assert!(
+                unserved(&a),
+                "{m} {template} is served but not documented: {a:?}"
+            );
+        }
+    }
+    for o in &deletes {
+        let path = concrete_path(o, &fx);
+        let a = send(&s, &o.method, &path, &request_body(&doc, o));
+        check_answer(&doc, o, &a);
+    }
+    assert_eq!(
+        s.get(&format!("/v1/sandboxes/{SANDBOX}")).json["code"],
+        "SANDBOX_NOT_FOUND"
+    );
+}
+
+#[test]
+fn error_answers_match_the_error_schema() {
+    let doc = document();
+    let ops = operations(&doc);
+    let s = Server::start();
+    let find = |id: &str| {
+        ops.iter()
+            .find(|o| o.id == id)
+            .unwrap_or_else(|| panic!("operation {id}"))
+    };
+    let _ = s.sandbox(SANDBOX);
+    let cases: [(&str, &str, Value, &str); 6] = [
+        (
+            "getSandbox",
+            "/v1/sandboxes/Bad_Id",
+            Value::Null,
+            "INVALID_SANDBOX_ID",
+        ),
+        (
+            "getSandbox",
+            "/v1/sandboxes/nope",
+            Value::Null,
+            "SANDBOX_NOT_FOUND",
+        ),
+        (
+            "createContext",
+            "/v1/sandboxes/openapi-check/contexts",
+            json!({ "language": "cobol" }),
+            "UNSUPPORTED_LANGUAGE",
+        ),
+        (
+            "exec",
+            "/v1/sandboxes/openapi-check/exec",
+            json!({ "command": "gcc x.c" }),
+            "ROUTE_UNAVAILABLE",
+        ),
+        (
+            "readFile",
+            "/v1/sandboxes/openapi-check/files/read",
+            json!({ "path": "missing.txt" }),
+            "FILE_NOT_FOUND",
+        ),
+        (
+            "writeFile",
+            "/v1/sandboxes/openapi-check/files/write",
+            json!({ "path": "a", "content": "", "bogus": 1 }),
+            "INVALID_REQUEST",
+        ),
+    ];
+    for (id, path, body, code) in cases {
+        let o = find(id);
+        let a = if body.is_null() {
+            s.get(path)
+        } else {
+            s.post(path, &body)
+        };
+        assert_eq!(a.json["code"], code, "{id}: {a:?}");
+        let r = o.op["responses"]
+            .get(a.status.to_string())
+            .unwrap_or_else(|| panic!("{id}: status {} not documented", a.status));
+        let r = resolve(&doc, r);
+        assert_valid(
+            &doc,
+            &r["content"]["application/json"]["schema"],
+            &a.json,
+            &format!("{code} of {id}"),
+        );
+    }
+}
