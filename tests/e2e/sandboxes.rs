@@ -159,3 +159,27 @@ fn token_is_required_beyond_loopback_and_checked_when_set() {
         );
     }
 }
+
+#[test]
+fn memory_limit_is_validated() {
+    let s = Server::start();
+    for bad in [0_u64, 63, 2049, 1 << 40] {
+        let a = s.put(
+            "/v1/sandboxes/m",
+            &serde_json::json!({"memoryLimitMb": bad}),
+        );
+        assert_eq!(
+            (a.status, a.json["code"].as_str()),
+            (400, Some("INVALID_REQUEST")),
+            "{bad}"
+        );
+    }
+    let a = s.put(
+        "/v1/sandboxes/m",
+        &serde_json::json!({"memoryLimitMb": 256}),
+    );
+    assert_eq!(
+        (a.status, a.json["memoryLimitMb"].as_u64()),
+        (201, Some(256))
+    );
+}

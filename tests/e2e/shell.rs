@@ -693,3 +693,18 @@ fn bad_env_names_and_missing_cwds_are_refused_up_front() {
     );
     assert_eq!(c.status, 201, "{c:?}");
 }
+
+#[test]
+fn a_relative_call_cwd_starts_from_the_session_cwd() {
+    let s = Server::start();
+    let _ = s.sandbox("rel");
+    hybox_exec(&s, "rel", json!({"command": "mkdir -p a/b && cd a"}));
+    assert_eq!(
+        hybox_exec(&s, "rel", json!({"command": "pwd", "cwd": "b"}))["stdout"],
+        "/workspace/a/b\n"
+    );
+    assert_eq!(
+        hybox_exec(&s, "rel", json!({"command": "pwd"}))["stdout"],
+        "/workspace/a\n"
+    );
+}

@@ -189,10 +189,6 @@ pub(super) async fn exec(
     let body = req.into_body();
     let r: ExecReq = http::parse_json(&body)?;
     let limits = limits(r.timeout_ms)?;
-    let cwd = match r.cwd.as_deref() {
-        Some(c) => Some(sandbox_cwd(&sb, Some(c)).await?),
-        None => None,
-    };
     if let Some(env) = &r.env {
         check_env(env)?;
     }
@@ -203,6 +199,20 @@ pub(super) async fn exec(
         .clone()
         .unwrap_or_else(|| DEFAULT_SESSION.to_owned());
     let session = sb.sessions.get(&session_id, &sb.meta().env)?;
+    // A relative cwd is relative to the session's, as `cd dir` would be.
+    let cwd = match r.cwd.as_deref() {
+        Some(c) if !c.starts_with('/') => {
+            let base = session
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .cwd
+                .clone();
+            Some(sandbox_cwd(&sb, Some(&format!("{base}/{c}"))).await?)
+        }
+        Some(c) => Some(sandbox_cwd(&sb, Some(c)).await?),
+        None => None,
+    };
     let exec_id = new_id("exec");
     let planned = Planned {
         sb,

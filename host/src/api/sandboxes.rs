@@ -9,6 +9,9 @@ use super::error::ApiError;
 use super::http::{self, Body};
 use crate::sandbox::{CreateOptions, Sandbox, SandboxId};
 
+/// Below this CPython cannot start.
+const MIN_MEMORY_MB: u64 = 64;
+
 fn view(sb: &Sandbox) -> Value {
     let meta = sb.meta();
     let contexts = sb
@@ -35,6 +38,14 @@ pub(super) async fn put(
     let options: CreateOptions = http::parse_json(&body)?;
     if let Some(env) = &options.env {
         super::code::check_env(env)?;
+    }
+    if let Some(mb) = options.memory_limit_mb {
+        let max = hybox_wasi_runtime::EngineOptions::default().max_memory >> 20;
+        if !(MIN_MEMORY_MB..=max).contains(&mb) {
+            return Err(ApiError::InvalidRequest(format!(
+                "memoryLimitMb must be between {MIN_MEMORY_MB} and {max}"
+            )));
+        }
     }
     let (sb, created) = state
         .registry
