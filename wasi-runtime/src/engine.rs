@@ -131,6 +131,8 @@ pub struct Runtime {
     pub(crate) js: Guest,
     /// The toolbox guest (light shell commands); absent when it was not built.
     pub(crate) toolbox: Option<Guest>,
+    /// The Python shim compiled once (absent: compiled from source in every instance).
+    pub(crate) shim: Option<crate::python::CompiledShim>,
     pub(crate) files: GuestFiles,
     pub(crate) options: EngineOptions,
     stop_ticker: Arc<AtomicBool>,
@@ -253,16 +255,23 @@ impl Runtime {
             })
             .map_err(|e| Error::io("spawn epoch ticker", e))?;
 
-        Ok(Self {
+        let mut runtime = Self {
             engine,
             python,
             js,
             toolbox,
+            shim: None,
             files,
             options,
             stop_ticker,
             load_report: report,
-        })
+        };
+        match crate::python::CompiledShim::prepare(&runtime, cache_dir) {
+            Ok(shim) => runtime.shim = Some(shim),
+            // Not fatal: every instance then compiles the shim from source, 3 ms slower.
+            Err(e) => tracing::warn!(error = %e, "cannot precompile the python shim"),
+        }
+        Ok(runtime)
     }
 
     /// Whether the toolbox guest (shell commands) is available.

@@ -55,9 +55,99 @@ impl std::fmt::Debug for PythonSession {
     }
 }
 
-fn interpreter_mounts(runtime: &Runtime) -> Vec<Mount> {
+/// Where the compiled shim is seen by guests.
+const SHIM_GUEST_DIR: &str = "/usr/local/hybox";
+
+/// The shim compiled once by this very interpreter and marshalled: loading it costs a tenth of
+/// a millisecond where compiling its source costs three, in every new instance.
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledShim {
+    /// Host folder holding it (in the cache dir, 0700; guests get it read-only).
+    pub dir: std::path::PathBuf,
+    /// File name, keyed by the shim's source and the interpreter build.
+    pub name: String,
+}
+
+impl CompiledShim {
+    /// Compiles the shim with the Python guest into `cache_dir/shim/` unless it is there.
+    pub fn prepare(runtime: &Runtime, cache_dir: &std::path::Path) -> Result<Self> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(PYTHON_SHIM.as_bytes());
+        h.update(runtime.files().python_snapshot_sha256.as_bytes());
+        let name = format!("shim-{}.marshal", &hex::encode(h.finalize())[..16]);
+        let dir = cache_dir.join("shim");
+        let shim = Self { dir, name };
+        if shim.dir.join(&shim.name).exists() {
+            return Ok(shim);
+        }
+        std::fs::create_dir_all(&shim.dir).map_err(|e| Error::io("create shim cache", e))?;
+        // What is in here runs in every Python guest: only hybox may write it.
+        std::fs::set_permissions(
+            &shim.dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(|e| Error::io("protect shim cache", e))?;
+        let tmp = format!(".{}.{}", shim.name, std::process::id());
+        let spec = GuestSpec {
+            cwd: "/".into(),
+            env: Vec::new(),
+            mounts: Vec::new(),
+            memory_limit: 1 << 30,
+            tools: std::sync::Arc::new(crate::door::NoTools),
+        };
+        let run = RunShared::new();
+        let (stdout, stderr) = run_writers(&run);
+        let mut mounts = interpreter_mounts(runtime, None);
+        mounts.push(Mount {
+            host: shim.dir.clone(),
+            guest: SHIM_GUEST_DIR.into(),
+            writable: true,
+        });
+        let mut session = Self::session(
+            runtime,
+            &spec,
+            &mounts,
+            Stdio {
+                stdout,
+                stderr,
+                stdin: None,
+            },
+            run,
+        )?;
+        let code = format!(
+            "import marshal\nopen({}, 'wb').write(marshal.dumps(compile({}, '<hybox-shim>', 'exec')))\n",
+            json_str(&format!("{SHIM_GUEST_DIR}/{tmp}")),
+            json_str(PYTHON_SHIM)
+        );
+        match session.turn(&code, &RunLimits::default(), None) {
+            (CallEnd::Returned(0), out) if out.error.is_none() => {}
+            (end, out) => {
+                return Err(Error::engine(format!(
+                    "compiling the shim failed ({end:?}): {}",
+                    out.stderr.concat()
+                )));
+            }
+        }
+        std::fs::rename(shim.dir.join(&tmp), shim.dir.join(&shim.name))
+            .map_err(|e| Error::io("install compiled shim", e))?;
+        Ok(shim)
+    }
+
+    fn session(
+        runtime: &Runtime,
+        spec: &GuestSpec,
+        mounts: &[Mount],
+        stdio: Stdio,
+        run: RunShared,
+    ) -> Result<PythonSession> {
+        PythonSession::instantiate(runtime, spec, mounts, stdio, run, true)
+    }
+}
+
+fn interpreter_mounts(runtime: &Runtime, shim: Option<&CompiledShim>) -> Vec<Mount> {
     let files = runtime.files();
-    vec![
+    let mut mounts = vec![
         Mount {
             host: files.python_lib_dir.clone(),
             guest: "/usr/local/lib".into(),
@@ -71,7 +161,15 @@ fn interpreter_mounts(runtime: &Runtime) -> Vec<Mount> {
             ),
             writable: false,
         },
-    ]
+    ];
+    if let Some(shim) = shim {
+        mounts.push(Mount {
+            host: shim.dir.clone(),
+            guest: SHIM_GUEST_DIR.into(),
+            writable: false,
+        });
+    }
+    mounts
 }
 
 impl PythonSession {
@@ -113,47 +211,23 @@ impl PythonSession {
             ..spec.clone()
         };
         let started = std::time::Instant::now();
-        let live = instantiate(
-            runtime,
-            &runtime.python,
-            &spec,
-            Launch {
-                args: &[ARGV0.to_owned()],
-                extra_mounts: &interpreter_mounts(runtime),
-                stdout: stdio.stdout,
-                stderr: stdio.stderr,
-                stdin: stdio.stdin,
-            },
-            run.clone(),
-        )?;
+        let shim = runtime.shim.as_ref();
+        let mounts = interpreter_mounts(runtime, shim);
+        let mut session = Self::instantiate(runtime, &spec, &mounts, stdio, run, owns_run)?;
         let instantiated = started.elapsed();
-        let mut live = live;
-        let alloc = live
-            .instance
-            .get_typed_func::<i32, i32>(&mut live.store, "host_alloc")
-            .map_err(Error::engine)?;
-        let turn = live
-            .instance
-            .get_typed_func::<(i32, i32), i32>(&mut live.store, "turn")
-            .map_err(Error::engine)?;
-        let memory = live
-            .instance
-            .get_memory(&mut live.store, "memory")
-            .ok_or_else(|| Error::engine("python guest exports no memory"))?;
-        let mut session = Self {
-            live,
-            alloc,
-            turn,
-            memory,
-            run,
-            owns_run,
-        };
         let mode_name = match mode {
             Mode::Context => "context",
             Mode::Program => "program",
         };
+        let define = match shim {
+            Some(shim) => format!(
+                "import marshal\nexec(marshal.loads(open({}, 'rb').read()))\ndel marshal",
+                json_str(&format!("{SHIM_GUEST_DIR}/{}", shim.name))
+            ),
+            None => PYTHON_SHIM.to_owned(),
+        };
         let install = format!(
-            "{PYTHON_SHIM}\n__hybox_install({}, {})\ndel __hybox_install\n",
+            "{define}\n__hybox_install({}, {})\ndel __hybox_install\n",
             json_str(&spec.cwd),
             json_str(mode_name)
         );
@@ -173,6 +247,50 @@ impl PythonSession {
                     .unwrap_or_default()
             ))),
         }
+    }
+
+    /// An instance of the snapshot with `mounts` first (their order is the snapshot's), no shim.
+    fn instantiate(
+        runtime: &Runtime,
+        spec: &GuestSpec,
+        mounts: &[Mount],
+        stdio: Stdio,
+        run: RunShared,
+        owns_run: bool,
+    ) -> Result<Self> {
+        let mut live = instantiate(
+            runtime,
+            &runtime.python,
+            spec,
+            Launch {
+                args: &[ARGV0.to_owned()],
+                extra_mounts: mounts,
+                stdout: stdio.stdout,
+                stderr: stdio.stderr,
+                stdin: stdio.stdin,
+            },
+            run.clone(),
+        )?;
+        let alloc = live
+            .instance
+            .get_typed_func::<i32, i32>(&mut live.store, "host_alloc")
+            .map_err(Error::engine)?;
+        let turn = live
+            .instance
+            .get_typed_func::<(i32, i32), i32>(&mut live.store, "turn")
+            .map_err(Error::engine)?;
+        let memory = live
+            .instance
+            .get_memory(&mut live.store, "memory")
+            .ok_or_else(|| Error::engine("python guest exports no memory"))?;
+        Ok(Self {
+            live,
+            alloc,
+            turn,
+            memory,
+            run,
+            owns_run,
+        })
     }
 
     /// Runs one raw turn of source text.

@@ -135,10 +135,12 @@ async fn run(p: Planned, sink: Option<EventSink>) -> Result<(RunOutcome, String)
             }
         }
         if p.cwd.as_ref() == Some(&st.cwd) {
-            st.cwd = saved.cwd;
+            st.cwd.clone_from(&saved.cwd);
         }
         let cwd = st.cwd.clone();
-        if !session.is_destroyed() {
+        // Most commands change nothing of the session: no write then (a rename is a large
+        // part of a millisecond exec).
+        if !session.is_destroyed() && st != saved {
             *session
                 .state
                 .lock()

@@ -563,7 +563,7 @@ fn eval(n: &Node, it: &Item, w: &mut Walk, prune: &mut bool) -> bool {
         }
         Node::Empty => match it.meta.kind {
             Kind::File => it.meta.size == 0,
-            Kind::Dir => std::fs::read_dir(it.path).map(|mut r| r.next().is_none()).unwrap_or(false),
+            Kind::Dir => sys::dir_names(it.path).map(|n| n.is_empty()).unwrap_or(false),
             _ => false,
         },
         Node::MTime(c, unit, sel) => {
@@ -837,9 +837,8 @@ fn visit(path: &str, start: &str, depth: usize, meta: Meta, c: &Cfg, w: &mut Wal
         eval(c.expr, &it, w, &mut prune);
     }
     if meta.is_dir() && !prune && !w.quit && c.maxdepth.map(|m| depth < m).unwrap_or(true) {
-        match std::fs::read_dir(path) {
-            Ok(rd) => {
-                let mut names: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        match sys::dir_names(path) {
+            Ok(mut names) => {
                 names.sort();
                 for n in names {
                     let child = join(path, &n);

@@ -267,9 +267,8 @@ fn rm_path(path: &str, o: &RmOpts) -> bool {
             return true;
         }
         let mut ok = true;
-        match std::fs::read_dir(path) {
-            Ok(rd) => {
-                let mut names: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        match sys::dir_names(path) {
+            Ok(mut names) => {
                 names.sort();
                 for n in names {
                     if !rm_path(&join(path, &n), o) {
@@ -471,9 +470,8 @@ fn cp_one(src: &str, dst: &str, o: &CpOpts, top: bool) -> bool {
             }
         }
         let mut ok = true;
-        match std::fs::read_dir(src) {
-            Ok(rd) => {
-                let mut names: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        match sys::dir_names(src) {
+            Ok(mut names) => {
                 names.sort();
                 for n in names {
                     if !cp_one(&join(src, &n), &join(dst, &n), o, false) {

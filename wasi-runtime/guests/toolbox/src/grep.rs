@@ -330,7 +330,7 @@ fn grep_path(g: &mut G, w: &Walk, path: &str, display: &str, top: bool) {
         if top && !w.exclude_dir.is_empty() && path != "." && glob_any(&w.exclude_dir, base) {
             return;
         }
-        let rd = match std::fs::read_dir(path) {
+        let names = match crate::sys::dir_names(path) {
             Ok(r) => r,
             Err(e) => {
                 if !g.no_msgs {
@@ -340,7 +340,7 @@ fn grep_path(g: &mut G, w: &Walk, path: &str, display: &str, top: bool) {
                 return;
             }
         };
-        let mut names: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut names = names;
         names.sort();
         for n in names {
             let child = join(path, &n);

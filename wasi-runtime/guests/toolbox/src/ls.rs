@@ -539,7 +539,7 @@ fn total_line(ents: &[Ent], c: &Cfg) -> String {
 
 /// List one directory; returns exit status contribution.
 fn list_dir(path: &str, c: &Cfg, header: bool, first: &mut bool) -> i32 {
-    let rd = match std::fs::read_dir(path) {
+    let rd = match crate::sys::dir_names(path) {
         Ok(r) => r,
         Err(e) => {
             err(&format!("cannot open directory {}: {}", qa(path), ioerr(&e)));
@@ -563,16 +563,7 @@ fn list_dir(path: &str, c: &Cfg, header: bool, first: &mut bool) -> i32 {
             }
         }
     }
-    for de in rd {
-        let de = match de {
-            Ok(d) => d,
-            Err(e) => {
-                err(&format!("reading directory {}: {}", qa(path), ioerr(&e)));
-                status = 1;
-                continue;
-            }
-        };
-        let name = de.file_name().to_string_lossy().into_owned();
+    for name in rd {
         if name.starts_with('.') && !(c.all || c.almost_all) {
             continue;
         }

@@ -335,9 +335,8 @@ impl Du {
         let show_depth = self.max_depth.map(|d| depth <= d).unwrap_or(true);
         if m.is_dir() {
             let mut sub_total = 0;
-            match std::fs::read_dir(path) {
-                Ok(rd) => {
-                    let mut names: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            match sys::dir_names(path) {
+                Ok(mut names) => {
                     names.sort();
                     for n in names {
                         let child = join(path, &n);

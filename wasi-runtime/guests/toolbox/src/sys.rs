@@ -365,3 +365,89 @@ pub fn btime(p: &str, follow: bool) -> Option<(i64, u32)> {
         Err(_) => None,
     }
 }
+
+/// Names in a directory, without `.` and `..`, in the order the system gives them.
+///
+/// On wasm32-wasi, std's `read_dir` asks `fd_readdir` for a small buffer at a time, and
+/// wasmtime answers every call by listing (and stat-ing) the whole directory again: 2,000 files
+/// took 24 s. One call with a large buffer lists it once (50 ms).
+pub fn dir_names(path: &str) -> io::Result<Vec<String>> {
+    #[cfg(target_os = "wasi")]
+    {
+        wasi_dir::names(path)
+    }
+    #[cfg(not(target_os = "wasi"))]
+    {
+        std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect()
+    }
+}
+
+#[cfg(target_os = "wasi")]
+mod wasi_dir {
+    use std::io;
+    use std::os::wasi::io::AsRawFd;
+
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    extern "C" {
+        fn fd_readdir(fd: i32, buf: *mut u8, buf_len: i32, cookie: i64, bufused: *mut i32) -> i32;
+    }
+
+    /// Size of a `dirent` before its name: d_next u64, d_ino u64, d_namlen u32, d_type u8, pad.
+    const DIRENT: usize = 24;
+
+    fn u64_at(b: &[u8], at: usize) -> u64 {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(x)
+    }
+
+    pub fn names(path: &str) -> io::Result<Vec<String>> {
+        let dir = std::fs::File::open(path)?;
+        if !dir.metadata()?.is_dir() {
+            return Err(io::Error::from_raw_os_error(54)); // WASI ENOTDIR
+        }
+        let fd = dir.as_raw_fd() as i32;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut out = Vec::new();
+        let mut cookie: u64 = 0;
+        loop {
+            let mut used: i32 = 0;
+            // SAFETY: `buf` is valid for writes of `buf.len()` bytes and `used` is a valid i32
+            // out-pointer; the host writes only within them (fd_readdir's contract).
+            let rc = unsafe { fd_readdir(fd, buf.as_mut_ptr(), buf.len() as i32, cookie as i64, &mut used) };
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            let used = (used as usize).min(buf.len());
+            let mut off = 0;
+            let mut last = None;
+            while off + DIRENT <= used {
+                let d_next = u64_at(&buf, off);
+                let mut n = [0u8; 4];
+                n.copy_from_slice(&buf[off + 16..off + 20]);
+                let namlen = u32::from_le_bytes(n) as usize;
+                if off + DIRENT + namlen > used {
+                    break; // a truncated entry: asked for again from `last`
+                }
+                let name = String::from_utf8_lossy(&buf[off + DIRENT..off + DIRENT + namlen]).into_owned();
+                if name != "." && name != ".." {
+                    out.push(name);
+                }
+                last = Some(d_next);
+                off += DIRENT + namlen;
+            }
+            if used < buf.len() {
+                return Ok(out);
+            }
+            match last {
+                Some(next) => cookie = next,
+                None => {
+                    let bigger = buf.len() * 2;
+                    buf.resize(bigger, 0);
+                }
+            }
+        }
+    }
+}
