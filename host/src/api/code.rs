@@ -510,23 +510,16 @@ async fn run_code(
         }
     };
     if stream {
-        let (tx, rx) = mpsc::unbounded_channel::<SseEvent>();
         let cancel = limits.cancel.clone();
-        let events = tx.clone();
-        let sink: EventSink = Box::new(move |e| {
-            let _ = events.send(event_json(e));
-        });
-        let watch = tx.clone();
-        let watcher = tokio::spawn(async move {
-            watch.closed().await;
-            cancel.cancel();
-        });
-        tokio::spawn(async move {
+        return Ok(http::stream_run(cancel, move |events| async move {
+            let sink: EventSink = Box::new(move |e| {
+                let _ = events.send(event_json(e));
+            });
             let live = ctx.live.clone();
             let lim = limits.clone();
             let result =
                 tokio::task::spawn_blocking(move || live.run(&code, &lim, Some(sink))).await;
-            let last = match result {
+            match result {
                 Ok(Ok(run)) => {
                     let details =
                         json!({ "executionCount": count, "contextRestarted": run.restarted });
@@ -555,11 +548,8 @@ async fn run_code(
                     event: "error",
                     data: ApiError::Internal(e.into()).body(),
                 },
-            };
-            let _ = tx.send(last);
-            watcher.abort();
-        });
-        return Ok(http::sse(rx));
+            }
+        }));
     }
     let mut guard = CancelOnDrop(Some(limits.cancel.clone()));
     let live = ctx.live.clone();

@@ -8,7 +8,6 @@ use ::http::{Request, Response, StatusCode};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use hybox_wasi_runtime::shell::{Script, run_script};
 use hybox_wasi_runtime::{Event, EventSink, RunLimits, RunOutcome, Runtime, StopReason};
@@ -228,34 +227,27 @@ pub(super) async fn exec(
     };
     let command = r.command;
     if stream {
-        let (tx, rx) = mpsc::unbounded_channel::<SseEvent>();
-        let _ = tx.send(SseEvent {
-            event: "start",
-            data: json!({ "command": command, "route": Route::Wasi, "execId": exec_id, "session": session_id }),
-        });
-        let events = tx.clone();
-        let sink: EventSink = Box::new(move |e| {
-            let ev = match e {
-                Event::Stdout(t) => SseEvent {
-                    event: "stdout",
-                    data: json!({ "data": t }),
-                },
-                Event::Stderr(t) => SseEvent {
-                    event: "stderr",
-                    data: json!({ "data": t }),
-                },
-                other => event_json(other),
-            };
-            let _ = events.send(ev);
-        });
         let cancel = limits.cancel.clone();
-        let watch = tx.clone();
-        let watcher = tokio::spawn(async move {
-            watch.closed().await;
-            cancel.cancel();
-        });
-        tokio::spawn(async move {
-            let last = match run(planned, Some(sink)).await {
+        return Ok(http::stream_run(cancel, move |events| async move {
+            let _ = events.send(SseEvent {
+                event: "start",
+                data: json!({ "command": command, "route": Route::Wasi, "execId": exec_id, "session": session_id }),
+            });
+            let sink: EventSink = Box::new(move |e| {
+                let ev = match e {
+                    Event::Stdout(t) => SseEvent {
+                        event: "stdout",
+                        data: json!({ "data": t }),
+                    },
+                    Event::Stderr(t) => SseEvent {
+                        event: "stderr",
+                        data: json!({ "data": t }),
+                    },
+                    other => event_json(other),
+                };
+                let _ = events.send(ev);
+            });
+            match run(planned, Some(sink)).await {
                 Ok((outcome, cwd)) => match stop_error(&outcome, &limits, Value::Null) {
                     Some(e) => SseEvent {
                         event: "error",
@@ -277,11 +269,8 @@ pub(super) async fn exec(
                     event: "error",
                     data: e.body(),
                 },
-            };
-            let _ = tx.send(last);
-            watcher.abort();
-        });
-        return Ok(http::sse(rx));
+            }
+        }));
     }
     let mut guard = CancelOnDrop(Some(limits.cancel.clone()));
     let (outcome, cwd) = run(planned, None).await?;

@@ -141,6 +141,31 @@ fn tokio_stream_from<T: Send + 'static>(
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }
 
+/// A streamed run: `run` gets the sender for its events and returns the last event (`complete`
+/// or `error`). It runs in its own task; when the client goes away (the stream is dropped),
+/// `cancel` is cancelled, so an abandoned run stops at its next check instead of at its deadline.
+pub fn stream_run<F>(
+    cancel: hybox_wasi_runtime::CancelToken,
+    run: impl FnOnce(mpsc::UnboundedSender<SseEvent>) -> F,
+) -> Response<Body>
+where
+    F: std::future::Future<Output = SseEvent> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel::<SseEvent>();
+    let watch = tx.clone();
+    let watcher = tokio::spawn(async move {
+        watch.closed().await;
+        cancel.cancel();
+    });
+    let work = run(tx.clone());
+    tokio::spawn(async move {
+        let last = work.await;
+        let _ = tx.send(last);
+        watcher.abort();
+    });
+    sse(rx)
+}
+
 /// Whether the client asked for an event stream.
 #[must_use]
 pub fn wants_sse(headers: &http::HeaderMap) -> bool {
