@@ -1,9 +1,9 @@
 //! What the numbers were measured on: cores, memory, kernel, CPU model.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The machine a run was measured on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Machine {
     /// Cores this process may use (`nproc`).
@@ -19,9 +19,9 @@ pub struct Machine {
     /// on the cores makes every number noisier.
     pub load_average: Option<[f64; 3]>,
     /// `linux`, `macos`, ...
-    pub os: &'static str,
+    pub os: String,
     /// `x86_64`, `aarch64`, ...
-    pub arch: &'static str,
+    pub arch: String,
 }
 
 impl Machine {
@@ -40,8 +40,8 @@ impl Machine {
             load_average: std::fs::read_to_string("/proc/loadavg")
                 .ok()
                 .and_then(|s| parse_loadavg(&s)),
-            os: std::env::consts::OS,
-            arch: std::env::consts::ARCH,
+            os: std::env::consts::OS.to_owned(),
+            arch: std::env::consts::ARCH.to_owned(),
         }
     }
 

