@@ -708,3 +708,65 @@ fn a_relative_call_cwd_starts_from_the_session_cwd() {
         "/workspace/a\n"
     );
 }
+
+#[test]
+fn a_command_queued_behind_another_keeps_its_own_deadline() {
+    let s = Server::start();
+    let _ = s.sandbox("queue");
+    let base = s.base.clone();
+    let long = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .post(format!("{base}/v1/sandboxes/queue/exec"))
+            .send(json!({"command": "sleep 3; echo long"}).to_string())
+            .map(|mut r| r.body_mut().read_to_string().unwrap_or_default())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Same (default) session: it has to wait its turn, but not past its own deadline.
+    let started = Instant::now();
+    let a = s.post(
+        "/v1/sandboxes/queue/exec",
+        &json!({"command": "echo short", "timeoutMs": 400}),
+    );
+    assert_eq!(
+        (a.status, a.json["code"].as_str()),
+        (408, Some("TIMEOUT")),
+        "{a:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The same holds for a code context busy with another run.
+    let ctx = s.post(
+        "/v1/sandboxes/queue/contexts",
+        &json!({"language": "python"}),
+    );
+    let id = ctx.json["id"].as_str().expect("context").to_owned();
+    let base = s.base.clone();
+    let id2 = id.clone();
+    let busy = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .post(format!("{base}/v1/sandboxes/queue/contexts/{id2}/run"))
+            .send(json!({"code": "import time; time.sleep(2); 'done'"}).to_string())
+            .map(|mut r| r.body_mut().read_to_string().unwrap_or_default())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let a = s.post(
+        &format!("/v1/sandboxes/queue/contexts/{id}/run"),
+        &json!({"code": "1", "timeoutMs": 300}),
+    );
+    assert_eq!(a.json["code"], "TIMEOUT", "{a:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(long.join().expect("long").expect("answer").contains("long"));
+    assert!(busy.join().expect("busy").expect("answer").contains("done"));
+}

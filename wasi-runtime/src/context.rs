@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::instance::{CallEnd, GuestSpec};
 use crate::js::{JsSession, Signal};
 use crate::python::{Mode, PythonProgram, PythonSession};
-use crate::run::{EventSink, RunLimits, RunOutcome, RunShared};
+use crate::run::{EventSink, RunLimits, RunOutcome, RunShared, StopReason};
 
 /// A language a context speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,10 +213,36 @@ impl Context {
         limits: &RunLimits,
         sink: Option<EventSink>,
     ) -> Result<ContextRun> {
-        let mut slot = self
-            .live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Runs of one context take turns. Waiting for the turn counts against this run's own
+        // deadline and honours its cancel, so a queued run never outlives what it was given.
+        let started = std::time::Instant::now();
+        let mut slot = loop {
+            match self.live.try_lock() {
+                Ok(guard) => break guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    let stopped = if limits.cancel.is_cancelled() {
+                        Some(StopReason::Cancelled)
+                    } else if started.elapsed() >= limits.timeout {
+                        Some(StopReason::Timeout)
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = stopped {
+                        let outcome = RunOutcome {
+                            stopped: Some(reason),
+                            duration: started.elapsed(),
+                            ..RunOutcome::default()
+                        };
+                        return Ok(ContextRun {
+                            outcome,
+                            restarted: false,
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        };
         let restarted = slot.is_none();
         if restarted {
             *slot = Some(start_live(&self.runtime, self.language, &self.spec)?);

@@ -94,7 +94,27 @@ fn register(p: &Planned) -> Registered {
 /// `export` and `$?` persist in the session.
 async fn run(p: Planned, sink: Option<EventSink>) -> Result<(RunOutcome, String), ApiError> {
     let _registered = register(&p);
-    let _turn = p.session.turn.lock().await;
+    // Commands of a session take turns; the wait counts against this command's deadline and
+    // ends when it is cancelled, so a queued command never outlives what it was given.
+    let queued = std::time::Instant::now();
+    let _turn = loop {
+        if let Ok(turn) =
+            tokio::time::timeout(std::time::Duration::from_millis(10), p.session.turn.lock()).await
+        {
+            break turn;
+        }
+        let waited =
+            json!({ "stdout": "", "stderr": "", "queuedMs": queued.elapsed().as_millis() as u64 });
+        if p.limits.cancel.is_cancelled() {
+            return Err(ApiError::Cancelled { details: waited });
+        }
+        if queued.elapsed() >= p.limits.timeout {
+            return Err(ApiError::Timeout {
+                timeout_ms: u64::try_from(p.limits.timeout.as_millis()).unwrap_or(u64::MAX),
+                details: waited,
+            });
+        }
+    };
     if p.session.is_destroyed() {
         return Err(ApiError::SessionDestroyed(p.session.id.clone()));
     }
