@@ -27,6 +27,7 @@ pub enum Language {
 
 enum PyWork {
     Cell(String),
+    SetTools(Arc<dyn crate::door::ToolHost>),
     Configure {
         cwd: String,
         env: Vec<(String, String)>,
@@ -112,6 +113,10 @@ fn start_live(runtime: &Arc<Runtime>, language: Language, spec: &GuestSpec) -> R
                     while let Ok(job) = rx.recv() {
                         let (end, outcome) = match &job.work {
                             PyWork::Cell(code) => session.run_cell(code, &job.limits, job.sink),
+                            PyWork::SetTools(tools) => {
+                                session.set_tools(tools.clone());
+                                (CallEnd::Returned(0), RunOutcome::default())
+                            }
                             PyWork::Configure { cwd, env, tools } => {
                                 session.set_tools(tools.clone());
                                 session.configure(cwd, env)
@@ -179,11 +184,17 @@ impl Context {
         let env = env.as_slice();
         let cwd = cwd.as_str();
         let tools = spec.tools.clone();
-        let unchanged = cwd == self.spec.cwd
-            && env == self.spec.env.as_slice()
-            && Arc::ptr_eq(&tools, &self.spec.tools);
+        let same_place = cwd == self.spec.cwd && env == self.spec.env.as_slice();
+        // JavaScript guests cannot receive tool answers, so only Python cares about tools.
+        let same_tools =
+            Arc::ptr_eq(&tools, &self.spec.tools) || self.language == Language::JavaScript;
         self.spec = spec;
-        if unchanged {
+        if same_place && same_tools {
+            return Ok(());
+        }
+        if same_place {
+            // Only the tools change: no turn of guest code is needed.
+            self.submit(PyWork::SetTools(tools), &RunLimits::default(), None)?;
             return Ok(());
         }
         let run = match self.language {

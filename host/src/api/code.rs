@@ -189,7 +189,11 @@ async fn start_context(
     env: BTreeMap<String, String>,
 ) -> Result<Arc<CodeContext>, ApiError> {
     check_env(&env)?;
-    let cwd = sandbox_cwd(sb, cwd).await?;
+    // The workspace root always exists; other directories are checked on the disk.
+    let cwd = match cwd {
+        None | Some("/workspace") => "/workspace".to_owned(),
+        Some(c) => sandbox_cwd(sb, Some(c)).await?,
+    };
     let runtime = state.wasi.runtime().await?;
     let mut merged = sb.meta().env;
     merged.extend(env.clone());
