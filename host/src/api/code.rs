@@ -139,12 +139,7 @@ pub(super) async fn sandbox_cwd(sb: &Sandbox, cwd: Option<&str>) -> Result<Strin
 /// process environment intact.
 pub(super) fn check_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
     for (k, v) in env {
-        let mut b = k.bytes();
-        let ok = b
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
-            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_');
-        if !ok {
+        if !hybox_wasi_runtime::shell::is_name(k) {
             return Err(ApiError::InvalidRequest(format!(
                 "invalid environment variable name {k:?}"
             )));

@@ -548,7 +548,10 @@ fn io_message(e: &std::io::Error) -> &'static str {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` is a shell variable name (`[A-Za-z_][A-Za-z0-9_]*`): what `export` accepts
+/// and what an environment name must be to reach a command intact.
+#[must_use]
+pub fn is_name(name: &str) -> bool {
     let mut b = name.bytes();
     b.next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
@@ -641,7 +644,7 @@ fn builtin(
                     Some((k, v)) => (k, Some(v)),
                     None => (a.as_str(), None),
                 };
-                if !valid_name(k) {
+                if !is_name(k) {
                     say(
                         err,
                         &format!("hybox: export: `{a}': not a valid identifier\n"),

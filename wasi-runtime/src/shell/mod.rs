@@ -23,6 +23,6 @@ pub mod parse;
 pub mod plan;
 pub mod programs;
 
-pub use exec::{ShellState, run_script};
+pub use exec::{ShellState, is_name, run_script};
 pub use parse::{BUILTINS, plan};
 pub use plan::*;
