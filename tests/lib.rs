@@ -41,6 +41,17 @@ pub fn cache_dir() -> PathBuf {
     )
 }
 
+/// An HTTP client for tests: error statuses are answers, not errors, and no request waits
+/// longer than ten minutes.
+#[must_use]
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(600)))
+        .build()
+        .into()
+}
+
 /// A running server, killed on drop.
 #[derive(Debug)]
 pub struct Server {
@@ -102,11 +113,7 @@ impl Server {
             .strip_prefix("hybox listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(600)))
-            .build()
-            .into();
+        let agent = agent();
         let server = Self {
             child,
             base,

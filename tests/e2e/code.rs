@@ -306,10 +306,7 @@ fn a_client_that_goes_away_cancels_its_run() {
     let s = Server::start();
     let sb = s.sandbox("gone");
     let ctx = context(&s, &sb, "python");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = hybox_tests::agent();
     let mut resp = agent
         .post(format!("{}/v1/sandboxes/{sb}/contexts/{ctx}/run", s.base))
         .header("accept", "text/event-stream")

@@ -387,10 +387,7 @@ fn deleting_a_session_ends_its_running_command() {
     assert_eq!(c.status, 201);
     let base = s.base.clone();
     let waiter = std::thread::spawn(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = hybox_tests::agent();
         let started = Instant::now();
         let mut resp = agent
             .post(format!("{base}/v1/sandboxes/del/exec"))
@@ -442,10 +439,7 @@ fn exec_streams_as_the_guest_writes_and_can_be_cancelled_by_id() {
     );
     assert_eq!(events[4].1["exitCode"], 0);
     // Cancel by id: start a long command, read its id from `start`, DELETE it.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = hybox_tests::agent();
     let mut resp = agent
         .post(format!("{}/v1/sandboxes/stream/exec", s.base))
         .header("accept", "text/event-stream")
@@ -715,10 +709,7 @@ fn a_command_queued_behind_another_keeps_its_own_deadline() {
     let _ = s.sandbox("queue");
     let base = s.base.clone();
     let long = std::thread::spawn(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = hybox_tests::agent();
         agent
             .post(format!("{base}/v1/sandboxes/queue/exec"))
             .send(json!({"command": "sleep 3; echo long"}).to_string())
@@ -750,10 +741,7 @@ fn a_command_queued_behind_another_keeps_its_own_deadline() {
     let base = s.base.clone();
     let id2 = id.clone();
     let busy = std::thread::spawn(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = hybox_tests::agent();
         agent
             .post(format!("{base}/v1/sandboxes/queue/contexts/{id2}/run"))
             .send(json!({"code": "import time; time.sleep(2); 'done'"}).to_string())
