@@ -17,6 +17,8 @@ command -v curl >/dev/null || need_apt+=(curl ca-certificates)
 # distribution's rustc with its wasm standard library (rustup's toolchain is left untouched).
 [ -x /usr/bin/rustc ] || need_apt+=(rustc)
 dpkg -s libstd-rust-dev-wasm32 >/dev/null 2>&1 || need_apt+=(libstd-rust-dev-wasm32)
+command -v mksquashfs >/dev/null || need_apt+=(squashfs-tools)   # differential tests and bench peers
+command -v squashfuse >/dev/null || need_apt+=(squashfuse)       # bench peer
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing system packages: ${need_apt[*]}"
   as_root apt-get update -qq
