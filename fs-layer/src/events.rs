@@ -25,6 +25,9 @@ pub struct FsEvent {
     pub old_path: Option<String>,
     /// Whether the node is a directory.
     pub is_dir: bool,
+    /// For a rename, whether it replaced a node that was at `path` (an atomic save: write a
+    /// temporary file, rename it over the old one).
+    pub replaced: bool,
 }
 
 /// Receives the events of every view. Called on FUSE worker threads while the operation is

@@ -20,6 +20,7 @@
 pub mod cow;
 pub mod error;
 pub mod events;
+pub mod flatten;
 pub mod image;
 pub mod node;
 pub mod store;

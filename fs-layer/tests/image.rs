@@ -1219,3 +1219,23 @@ fn store_cleans_leftovers_and_imports() {
         "temp files left behind"
     );
 }
+
+#[test]
+fn an_empty_tree_round_trips() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("empty");
+    std::fs::create_dir(&src).expect("mkdir");
+    let img = dir.path().join("empty.sqfs");
+    let out = std::fs::File::create(&img).expect("create");
+    hybox_fs_layer::image::write_tree(
+        &src,
+        out,
+        &hybox_fs_layer::image::WriteOptions::default(),
+        &|_| {},
+    )
+    .expect("write");
+    let image = hybox_fs_layer::image::Image::open(&img).expect("an empty tree is a valid image");
+    use hybox_fs_layer::node::Layer;
+    assert!(image.children(image.root()).expect("children").is_empty());
+    assert_eq!(image.stats().files, 0);
+}

@@ -432,7 +432,8 @@ pub(super) fn prescan(file: &File, sb: &Superblock) -> Result<(), String> {
 }
 
 fn check_table_start(ptr: u64, sb: &Superblock, what: &str) -> Result<(), String> {
-    if ptr <= sb.dir_table || ptr >= sb.bytes_used {
+    // (An empty directory table is empty: the next table may start where it does.)
+    if ptr < sb.dir_table || ptr >= sb.bytes_used {
         return Err(format!("{what} table pointer out of the image"));
     }
     Ok(())

@@ -148,7 +148,8 @@ const PROGRESS_EVERY: u64 = 256;
 pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
 /// Writes the tree under `src` (not following symlinks) as a squashfs image to `out`.
-/// Whiteout files are written like any other file. See the [module docs](self) for what is
+/// Whiteout files are written like any other file; names starting `.wh..wh.` other than the
+/// opaque marker (the view's temporaries) are skipped. See the [module docs](self) for what is
 /// kept and what is lost. `progress` is called every 256 files written and once at the end.
 /// `out` must be empty and at its start (the superblock is written last, at offset 0); it is
 /// written with seeks back, so hash the finished file rather than the stream.

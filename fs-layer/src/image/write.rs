@@ -267,7 +267,10 @@ fn read_names(fd: &OwnedFd, path: &Path) -> Result<Vec<OsString>> {
     while let Some(entry) = dir.read() {
         let entry = entry.map_err(err)?;
         let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
+        // `.wh..wh.*` other than the opaque marker are the copy-on-write view's temporaries
+        // (a copy-up in progress when a process died): never part of a layer.
+        let view_temp = name.starts_with(b".wh..wh.") && name != crate::OPAQUE_MARKER.as_bytes();
+        if name != b"." && name != b".." && !view_temp {
             names.push(OsString::from_vec(name.to_vec()));
         }
     }
