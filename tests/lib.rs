@@ -260,6 +260,55 @@ impl Server {
         (status, events)
     }
 
+    /// Opens a `GET` event stream; events arrive on the returned channel as (event, data) until
+    /// the stream ends (dropping the receiver does not close the connection: the stream ends
+    /// when the server closes it or the server stops).
+    #[must_use]
+    pub fn get_sse(&self, path: &str) -> (u16, std::sync::mpsc::Receiver<(String, Value)>) {
+        let resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("accept", "text/event-stream")
+            .header("authorization", self.auth())
+            .call();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut resp = match resp {
+            Ok(r) => r,
+            Err(e) => panic!("request failed: {e}"),
+        };
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let body = resp.body_mut().read_to_string().unwrap_or_default();
+            let _ = tx.send((
+                "error".to_owned(),
+                serde_json::from_str(&body).unwrap_or(Value::Null),
+            ));
+            return (status, rx);
+        }
+        std::thread::spawn(move || {
+            let reader = BufReader::new(resp.into_body().into_reader());
+            let mut name = String::new();
+            for line in reader.lines() {
+                let Ok(line) = line else { return };
+                if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    let data = serde_json::from_str(v).unwrap_or(Value::Null);
+                    if tx.send((std::mem::take(&mut name), data)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        (status, rx)
+    }
+
+    /// The PID of the server process.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Creates (or gets) a sandbox and returns its id.
     #[must_use]
     pub fn sandbox(&self, id: &str) -> String {
@@ -298,16 +347,64 @@ impl Server {
         num(11) + num(12)
     }
 
-    /// Kills the server (as a crash would) and waits for it.
+    /// The host directory behind a sandbox's `/workspace`: its copy-on-write view in the
+    /// server's FUSE mount (`<data>/mnt/<id>`) or, with plain-directory workspaces, its folder.
+    #[must_use]
+    pub fn workspace(&self, id: &str) -> PathBuf {
+        let view = self.data_dir.join("mnt").join(id);
+        if self.mounted() {
+            view
+        } else {
+            self.data_dir.join("sandboxes").join(id).join("workspace")
+        }
+    }
+
+    /// Whether the server's workspace mount is up.
+    #[must_use]
+    pub fn mounted(&self) -> bool {
+        let mnt = self.data_dir.join("mnt");
+        std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+            m.lines()
+                .any(|l| l.split(' ').nth(4) == Some(mnt.to_str().unwrap_or("")))
+        })
+    }
+
+    /// Kills the server (as a crash would) and waits for it. The FUSE mount it leaves behind
+    /// stays (a new server on the same data dir must recover it).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Stops the server as an operator would (SIGTERM), waiting up to 10 s before killing it.
+    /// Returns whether it exited by itself.
+    pub fn stop(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        false
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.kill();
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+        // A crashed server leaves its mount behind: detach it so the temp dir can go.
+        if self.mounted() {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.data_dir.join("mnt"))
+                .status();
+        }
     }
 }
 

@@ -32,6 +32,8 @@ fn main() -> std::process::ExitCode {
                 lazy,
                 pool_size,
                 max_instances,
+                fs_mode,
+                sweep_interval_ms,
                 dirs,
             } => {
                 server::run(ServeConfig {
@@ -42,6 +44,8 @@ fn main() -> std::process::ExitCode {
                     eager: !lazy,
                     pool_size,
                     max_instances,
+                    fs_mode,
+                    sweep_interval: std::time::Duration::from_millis(sweep_interval_ms.max(50)),
                 })
                 .await?;
                 Ok(0)
@@ -56,6 +60,8 @@ fn main() -> std::process::ExitCode {
             Command::Sessions(a) => commands::client_verbs_sessions(a).await,
             Command::Ls { server } => commands::client_verbs_ls(server).await,
             Command::Rm { sandbox, server } => commands::client_verbs_rm(&sandbox, server).await,
+            Command::Snapshot(a) => commands::snapshot::snapshot(a).await,
+            Command::Fork(a) => commands::snapshot::fork(a).await,
             Command::Bench(a) => commands::bench::run(a).await,
         }
     });

@@ -15,6 +15,9 @@ use hybox_wasi_runtime::EngineOptions;
 use crate::api::{self, AppState};
 use crate::backend::wasi::WasiBackend;
 use crate::sandbox::Registry;
+use crate::snapshots::Snapshots;
+use crate::volumes::Volumes;
+use crate::workspaces::{FsModeChoice, Workspaces};
 
 /// How long a new sandbox keeps its unused spare interpreters.
 const SPARE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -36,6 +39,10 @@ pub struct ServeConfig {
     pub pool_size: usize,
     /// Most guest instances alive at once (contexts, spares, running programs).
     pub max_instances: u32,
+    /// How workspaces are provided (FUSE views or plain directories).
+    pub fs_mode: FsModeChoice,
+    /// How often the sweeper runs (idle spares, expired snapshots).
+    pub sweep_interval: std::time::Duration,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -50,9 +57,27 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             config.listen
         );
     }
-    let registry = Registry::open(&config.data_dir)
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let workspaces = Arc::new(Workspaces::open(&config.data_dir, config.fs_mode)?);
+    // From here on a failure must unmount what was mounted.
+    let result = serve_with(config, workspaces.clone()).await;
+    workspaces.shutdown();
+    result
+}
+
+async fn serve_with(config: ServeConfig, workspaces: Arc<Workspaces>) -> anyhow::Result<()> {
+    let volumes = Arc::new(
+        Volumes::open(&config.data_dir, workspaces.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("opening volumes")?,
+    );
+    let registry = Registry::open(&config.data_dir, workspaces.clone(), volumes)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
+    let snapshots = Snapshots::open(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("opening snapshot records")?;
     let wasi = WasiBackend::new(
         config.cache_dir.clone(),
         EngineOptions {
@@ -61,8 +86,15 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         },
         config.data_dir.join("pool"),
         config.pool_size,
+        workspaces,
     );
-    let state = Arc::new(AppState::new(registry, wasi, config.token.clone()));
+    let state = Arc::new(AppState::new(
+        registry,
+        wasi,
+        snapshots,
+        config.token.clone(),
+    ));
+    crate::api::collect_images(&state).await;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -77,14 +109,16 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         });
     }
     let sweeper = state.clone();
+    let sweep_interval = config.sweep_interval;
     tokio::spawn(async move {
         // Spares a sandbox took but never used are dropped: they hold memory.
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        let mut tick = tokio::time::interval(sweep_interval);
         loop {
             tick.tick().await;
             for sb in sweeper.registry.list().await {
                 sb.expire_spare(SPARE_TTL);
             }
+            crate::api::expire_snapshots(&sweeper).await;
         }
     });
     let mut shutdown = std::pin::pin!(shutdown_signal());

@@ -100,8 +100,7 @@ impl<'a> Sb<'a> {
 
     /// The host path behind `/workspace/{rel}`.
     fn host(&self, rel: &str) -> PathBuf {
-        let sandbox = self.s.data_dir.join("sandboxes").join(&self.id);
-        sandbox.join("workspace").join(rel)
+        self.s.workspace(&self.id).join(rel)
     }
 
     /// Reads a host file of the workspace.

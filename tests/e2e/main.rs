@@ -5,3 +5,4 @@ mod files;
 mod openapi;
 mod sandboxes;
 mod shell;
+mod snapshots;

@@ -3,10 +3,15 @@
 //!
 //! The schema checker below covers the JSON Schema the document uses (`$ref`, `allOf`, `oneOf`,
 //! `anyOf`, `type`, `enum`, `const`, `required`, `properties`, `additionalProperties`, `items`,
-//! `minimum`, `maximum`, `minLength`, `maxLength`); `pattern` and `format` are not checked.
+//! `minimum`, `maximum`, `minLength`, `maxLength`); `pattern`, `format`, `minItems`, `maxItems`
+//! and `contentMediaType` are not checked. Streams are read to their end, except the file watch,
+//! which never ends by itself: it is kept open while the other operations run and must end with
+//! `end` when the sandbox is deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
@@ -16,6 +21,12 @@ const SANDBOX: &str = "openapi-check";
 const SESSION: &str = "openapi-session";
 /// An exec id no command has: cancelling it must be `EXEC_NOT_FOUND`, not an unknown route.
 const NO_EXEC: &str = "exec-0000000000000000";
+/// The `{name}` volume: mounted by nobody, so deleting it succeeds.
+const VOLUME: &str = "openapi-volume";
+/// A volume the fixture sandbox mounts (read-only at `/shared`): its `volumes` are not empty.
+const MOUNTED: &str = "openapi-mounted";
+/// The copy `forkSandbox` makes of the fixture sandbox.
+const FORK: &str = "openapi-fork";
 const METHODS: [&str; 4] = ["GET", "PUT", "POST", "DELETE"];
 
 fn repo() -> PathBuf {
@@ -142,22 +153,52 @@ fn parse_methods(text: &str, line: &str) -> Vec<String> {
         .collect()
 }
 
+/// The text of function `signature` in host/src/api/mod.rs, up to its closing brace.
+fn router_fn(signature: &str) -> String {
+    let src = read("host/src/api/mod.rs");
+    let start = src
+        .find(signature)
+        .unwrap_or_else(|| panic!("{signature} in host/src/api/mod.rs"));
+    let body = &src[start..];
+    body[..body.find("\n}\n").map_or(body.len(), |i| i + 3)].to_owned()
+}
+
+/// The trimmed lines of `body`, with a match arm that rustfmt spread over several lines
+/// (`(`, `["exec" | "run"`, `| "watch", ..],`, `_,`, `) => not_allowed(),`) joined into one
+/// (`(["exec" | "run" | "watch", ..], _) => not_allowed(),`).
+fn logical_lines(body: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut open: Option<Vec<&str>> = None;
+    for line in body.lines() {
+        let t = line.trim();
+        match &mut open {
+            Some(parts) => {
+                parts.push(t);
+                if t.starts_with(") =>") {
+                    let joined = format!("({}", parts.join(" "));
+                    out.push(joined.replace(", )", ")").replace(",)", ")"));
+                    open = None;
+                }
+            }
+            None if t == "(" => open = Some(Vec::new()),
+            None => out.push(t.to_owned()),
+        }
+    }
+    assert!(open.is_none(), "a router arm that never ends: {open:?}");
+    out
+}
+
 /// Parses the match arms of `route` in host/src/api/mod.rs:
 /// `["v1", "health"] => match method { Method::GET => ... }` and, under
 /// `["v1", "sandboxes", id, rest @ ..]`, `(["contexts", ctx, "run"], &Method::POST) => ...`.
 /// Every line of the function that names a `Method::` must be understood.
 fn router_routes() -> Vec<(String, Vec<Seg>)> {
-    let src = read("host/src/api/mod.rs");
-    let start = src
-        .find("async fn route(")
-        .expect("fn route in host/src/api/mod.rs");
-    let body = &src[start..];
-    let body = &body[..body.find("\n}\n").map_or(body.len(), |i| i + 3)];
+    let body = router_fn("async fn route(");
     let mut routes = Vec::new();
     let mut prefix: Vec<Seg> = Vec::new();
     let mut nested = false;
-    for line in body.lines() {
-        let t = line.trim();
+    for line in logical_lines(&body) {
+        let t = line.as_str();
         if let Some(rest) = t.strip_prefix("([") {
             assert!(nested, "inner arm outside `rest @ ..`: {t}");
             let (pat, after) = rest
@@ -198,6 +239,45 @@ fn router_routes() -> Vec<(String, Vec<Seg>)> {
             );
         }
     }
+    routes
+}
+
+/// The routes `serve` answers itself before `route` sees the request (an import is streamed
+/// to disk rather than read into memory): every `parts.method == Method::X && ...path...
+/// == "/v1/..."` condition of `serve`. Every `Method::` the function names must be in one.
+fn serve_routes() -> Vec<(String, Vec<Seg>)> {
+    let body = router_fn("pub async fn serve(");
+    let marker = "parts.method == Method::";
+    let mut routes = Vec::new();
+    for (at, _) in body.match_indices(marker) {
+        let cond = &body[at..];
+        let cond = &cond[..cond.find('{').unwrap_or(cond.len())];
+        let method: String = cond[marker.len()..]
+            .chars()
+            .take_while(char::is_ascii_uppercase)
+            .collect();
+        let path = cond
+            .split("== \"")
+            .nth(1)
+            .and_then(|rest| rest.split_once('"'))
+            .map(|(p, _)| p)
+            .unwrap_or_else(|| panic!("special route not understood: {cond}"));
+        assert!(
+            path.starts_with("/v1/") && !method.is_empty(),
+            "special route not understood: {cond}"
+        );
+        let segs = path
+            .trim_matches('/')
+            .split('/')
+            .map(|s| Seg::Lit(s.to_owned()))
+            .collect();
+        routes.push((method, segs));
+    }
+    assert_eq!(
+        body.matches("Method::").count(),
+        routes.len(),
+        "a `Method::` in `serve` this test does not understand"
+    );
     routes
 }
 
@@ -243,7 +323,7 @@ fn dispatched_names(file: &str, marker: &str) -> Vec<String> {
 fn served() -> BTreeSet<(String, String)> {
     let file_ops = dispatched_names("host/src/api/files.rs", "match op {");
     let mut out = BTreeSet::new();
-    for (method, segs) in router_routes() {
+    for (method, segs) in router_routes().into_iter().chain(serve_routes()) {
         let path = render(&segs);
         if method == "POST" && path == "/v1/sandboxes/{}/files/{}" {
             for name in &file_ops {
@@ -536,6 +616,10 @@ fn body_for(op_id: &str) -> Option<Value> {
             json!({ "sourcePath": "openapi/to-move.txt", "destinationPath": "openapi/into" })
         }
         "listFiles" => json!({ "path": "openapi", "recursive": true }),
+        "createSnapshot" => {
+            json!({ "dir": "/workspace/openapi", "name": "openapi-created", "ttl": 3600 })
+        }
+        "forkSandbox" => json!({ "ids": [FORK] }),
         _ => return None,
     })
 }
@@ -549,10 +633,38 @@ fn expected_error(op_id: &str) -> Option<&'static str> {
 struct Fixtures {
     params: BTreeMap<&'static str, String>,
     query: BTreeMap<&'static str, String>,
+    /// Values for one operation only, looked up before `params` and `query`: each delete of a
+    /// snapshot gets a snapshot of its own (so the order the deletions run in does not matter),
+    /// the watch its own `path`.
+    only: BTreeMap<(&'static str, &'static str), String>,
+    /// A valid `.sqfs` file (an export of the fixture snapshot): the body of `importSnapshot`.
+    sqfs: Vec<u8>,
+}
+
+impl Fixtures {
+    fn value(&self, op_id: &str, location: &str, name: &str) -> Option<&String> {
+        self.only
+            .iter()
+            .find(|((o, n), _)| *o == op_id && *n == name)
+            .map(|(_, v)| v)
+            .or_else(|| match location {
+                "path" => self.params.get(name),
+                _ => self.query.get(name),
+            })
+    }
 }
 
 fn fixtures(s: &Server) -> Fixtures {
-    let sb = s.sandbox(SANDBOX);
+    for v in [VOLUME, MOUNTED] {
+        let a = s.put(&format!("/v1/volumes/{v}"), &json!({}));
+        assert_eq!(a.status, 201, "{a:?}");
+    }
+    let a = s.put(
+        &format!("/v1/sandboxes/{SANDBOX}"),
+        &json!({ "volumes": [{ "name": MOUNTED, "path": "/shared", "readOnly": true }] }),
+    );
+    assert_eq!(a.status, 201, "{a:?}");
+    let sb = SANDBOX.to_owned();
     let base = format!("/v1/sandboxes/{sb}");
     let ctx = s.post(&format!("{base}/contexts"), &json!({}));
     assert_eq!(ctx.status, 201, "{ctx:?}");
@@ -576,6 +688,16 @@ fn fixtures(s: &Server) -> Fixtures {
         &json!({ "path": "openapi/into" }),
     );
     assert_eq!(a.status, 200, "{a:?}");
+    let snapshot = |name: &str| {
+        let a = s.post(&format!("{base}/snapshots"), &json!({ "name": name }));
+        assert_eq!(a.status, 201, "{a:?}");
+        a.json["id"].as_str().expect("snapshot id").to_owned()
+    };
+    // Read, restored and exported, never deleted.
+    let kept = snapshot("openapi-kept");
+    let export = s.get(&format!("/v1/snapshots/{kept}/export"));
+    assert_eq!(export.status, 200, "{}", export.json);
+    assert!(export.bytes.starts_with(b"hsqs"), "not a squashfs image");
     Fixtures {
         params: BTreeMap::from([
             ("id", sb),
@@ -585,8 +707,22 @@ fn fixtures(s: &Server) -> Fixtures {
             ),
             ("sessionId", SESSION.to_owned()),
             ("execId", NO_EXEC.to_owned()),
+            ("snapshotId", kept),
+            ("name", VOLUME.to_owned()),
         ]),
         query: BTreeMap::from([("path", "openapi/raw.txt".to_owned())]),
+        only: BTreeMap::from([
+            (("deleteSnapshot", "snapshotId"), snapshot("openapi-delete")),
+            (
+                ("deleteSandboxSnapshot", "snapshotId"),
+                snapshot("openapi-delete-2"),
+            ),
+            (("watchFiles", "path"), "/workspace/openapi".to_owned()),
+            (("watchFiles", "recursive"), "true".to_owned()),
+            (("watchFiles", "include"), "*.txt".to_owned()),
+            (("importSnapshot", "name"), "openapi-imported".to_owned()),
+        ]),
+        sqfs: export.bytes,
     }
 }
 
@@ -595,16 +731,16 @@ fn concrete_path(o: &Operation, fx: &Fixtures) -> String {
     let mut query = Vec::new();
     for p in &o.params {
         let name = p["name"].as_str().expect("parameter name");
-        match p["in"].as_str() {
+        let location = p["in"].as_str();
+        let value = fx.value(&o.id, location.unwrap_or(""), name);
+        match location {
             Some("path") => {
-                let v = fx
-                    .params
-                    .get(name)
+                let v = value
                     .unwrap_or_else(|| panic!("{}: no fixture for path parameter {name}", o.id));
                 path = path.replace(&format!("{{{name}}}"), v);
             }
             Some("query") => {
-                if let Some(v) = fx.query.get(name) {
+                if let Some(v) = value {
                     query.push(format!("{name}={v}"));
                 } else {
                     assert!(
@@ -624,6 +760,15 @@ fn concrete_path(o: &Operation, fx: &Fixtures) -> String {
     }
 }
 
+/// Whether `path` (no query) is one the path template `template` describes.
+fn matches_template(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}')))
+}
+
 #[derive(Debug)]
 enum Body {
     None,
@@ -631,7 +776,7 @@ enum Body {
     Bytes(Vec<u8>),
 }
 
-fn request_body(doc: &Value, o: &Operation) -> Body {
+fn request_body(doc: &Value, o: &Operation, fx: &Fixtures) -> Body {
     let Some(rb) = o.op.get("requestBody") else {
         return Body::None;
     };
@@ -647,9 +792,39 @@ fn request_body(doc: &Value, o: &Operation) -> Body {
         );
         Body::Json(body)
     } else if content.contains_key("application/octet-stream") {
-        Body::Bytes(b"raw \x00\xff bytes".to_vec())
+        if o.id == "importSnapshot" {
+            Body::Bytes(fx.sqfs.clone())
+        } else {
+            Body::Bytes(b"raw \x00\xff bytes".to_vec())
+        }
     } else {
         panic!("{}: request content {:?}", o.id, content.keys());
+    }
+}
+
+/// `POST path` with raw bytes (the harness posts only JSON).
+fn post_bytes(s: &Server, path: &str, body: &[u8]) -> Answer {
+    let mut req = hybox_tests::agent()
+        .post(format!("{}{path}", s.base))
+        .header("content-type", "application/octet-stream");
+    if let Some(t) = &s.token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let mut resp = req.send(body).expect("request reached the server");
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = resp.body_mut().read_to_vec().expect("read body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        json,
+        bytes,
+        content_type,
     }
 }
 
@@ -659,6 +834,7 @@ fn send(s: &Server, method: &str, path: &str, body: &Body) -> Answer {
         ("DELETE", Body::None) => s.delete(path),
         ("POST", Body::None) => s.post(path, &json!({})),
         ("POST", Body::Json(v)) => s.post(path, v),
+        ("POST", Body::Bytes(b)) => post_bytes(s, path, b),
         ("PUT", Body::None) => s.put_bytes(path, b""),
         ("PUT", Body::Json(v)) => s.put(path, v),
         ("PUT", Body::Bytes(b)) => s.put_bytes(path, b),
@@ -701,7 +877,25 @@ fn check_answer(doc: &Value, o: &Operation, a: &Answer) {
             "{what}: content type {:?} not documented",
             a.content_type
         );
+        if a.content_type == "application/vnd.squashfs" {
+            assert!(a.bytes.starts_with(b"hsqs"), "{what}: not a squashfs image");
+        }
     }
+}
+
+/// An error answer: the expected code, with a documented status and the error schema.
+fn check_error(doc: &Value, o: &Operation, a: &Answer, code: &str) {
+    assert_eq!(a.json["code"], code, "{}: {a:?}", o.id);
+    let r = o.op["responses"]
+        .get(a.status.to_string())
+        .unwrap_or_else(|| panic!("{}: status {} not documented", o.id, a.status));
+    let r = resolve(doc, r);
+    assert_valid(
+        doc,
+        &r["content"]["application/json"]["schema"],
+        &a.json,
+        &format!("{code} of {}", o.id),
+    );
 }
 
 /// For an operation that can stream: the events are documented ones, their data matches, and
@@ -729,21 +923,121 @@ fn check_stream(s: &Server, doc: &Value, o: &Operation, path: &str, body: &Body)
     assert!(names.contains(&"stdout"), "{}: {names:?}", o.id);
 }
 
+/// An operation that only ever answers with an event stream that does not end by itself (file
+/// watching): its 200 answer is `text/event-stream` and nothing else. It cannot be read to its
+/// end like the others; see [`open_watch`].
+fn is_endless_stream(o: &Operation) -> bool {
+    let content = &o.op["responses"]["200"]["content"];
+    content.get("text/event-stream").is_some() && content.get("application/json").is_none()
+}
+
+/// An endless stream kept open while the other operations run: its events so far.
+struct OpenStream<'a> {
+    o: &'a Operation,
+    rx: Receiver<(String, Value)>,
+    seen: Vec<String>,
+}
+
+impl OpenStream<'_> {
+    /// Waits (20 s at most) for an event `wanted` accepts; every event on the way must be a
+    /// documented one with documented data.
+    fn wait_for(&mut self, doc: &Value, wanted: impl Fn(&str, &Value) -> bool) -> Value {
+        let events = self.o.op["responses"]["200"]["content"]["text/event-stream"]["x-sse-events"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{}: text/event-stream without x-sse-events", self.o.id));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (name, data) = self.rx.recv_timeout(left).unwrap_or_else(|e| {
+                panic!(
+                    "{}: awaited event missing after {:?}: {e}",
+                    self.o.id, self.seen
+                )
+            });
+            let schema = events.get(&name).unwrap_or_else(|| {
+                panic!(
+                    "{}: undocumented event {name:?} after {:?}",
+                    self.o.id, self.seen
+                )
+            });
+            assert_valid(doc, schema, &data, &format!("{} event {name}", self.o.id));
+            self.seen.push(name.clone());
+            if wanted(&name, &data) {
+                return data;
+            }
+        }
+    }
+}
+
+/// Opens the file watch of the fixture sandbox and drives it: the first event is `watching`; a
+/// file written through the API arrives as a change of that file; a whole-workspace restore
+/// arrives as `reset`. The stream stays open: deleting the sandbox must end it with `end`.
+fn open_watch<'a>(
+    s: &Server,
+    doc: &Value,
+    o: &'a Operation,
+    path: &str,
+    fx: &Fixtures,
+) -> OpenStream<'a> {
+    assert_eq!(
+        (o.id.as_str(), o.method.as_str()),
+        ("watchFiles", "GET"),
+        "an endless stream this test does not know how to drive"
+    );
+    let (status, rx) = s.get_sse(path);
+    assert_eq!(status, 200, "{}: {:?}", o.id, rx.try_recv());
+    let mut stream = OpenStream {
+        o,
+        rx,
+        seen: Vec::new(),
+    };
+    let hello = stream.wait_for(doc, |_, _| true);
+    assert_eq!(stream.seen, ["watching"], "{}: {hello}", o.id);
+    assert_eq!(hello["path"], "/workspace/openapi", "{hello}");
+    let a = s.post(
+        &format!("/v1/sandboxes/{SANDBOX}/files/write"),
+        &json!({ "path": "openapi/watched.txt", "content": "w" }),
+    );
+    assert_eq!(a.status, 200, "{a:?}");
+    stream.wait_for(doc, |_, d| d["path"] == "/workspace/openapi/watched.txt");
+    let restore = format!(
+        "/v1/sandboxes/{SANDBOX}/snapshots/{}/restore",
+        fx.params["snapshotId"]
+    );
+    let a = s.post(&restore, &json!({}));
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json["restoreMode"], "mount", "{a:?}");
+    let reset = stream.wait_for(doc, |n, _| n == "reset");
+    assert_eq!(reset["reason"], "workspace restored", "{reset}");
+    stream
+}
+
 #[test]
 fn every_documented_operation_is_served_as_documented() {
     let doc = document();
     let ops = operations(&doc);
     assert!(ops.len() >= 25, "too few operations: {}", ops.len());
     let s = Server::start();
+    // Without FUSE (workspaces are plain directories) watching is documented as unsupported.
+    let watching = s.mounted();
     let fx = fixtures(&s);
     // Everything but deletions first, in path order; then deletions, innermost first so
     // the sandbox goes last.
     let (mut deletes, others): (Vec<&Operation>, Vec<&Operation>) =
         ops.iter().partition(|o| o.method == "DELETE");
     deletes.sort_by_key(|o| std::cmp::Reverse(o.path.len()));
+    let mut streams = Vec::new();
     for o in &others {
         let path = concrete_path(o, &fx);
-        let body = request_body(&doc, o);
+        if is_endless_stream(o) {
+            if watching {
+                streams.push(open_watch(&s, &doc, o, &path, &fx));
+            } else {
+                check_error(&doc, o, &s.get(&path), "UNSUPPORTED");
+            }
+            continue;
+        }
+        let body = request_body(&doc, o, &fx);
         let a = send(&s, &o.method, &path, &body);
         check_answer(&doc, o, &a);
         check_stream(&s, &doc, o, &path, &body);
@@ -755,11 +1049,26 @@ fn every_documented_operation_is_served_as_documented() {
     }
     for (template, listed) in &by_path {
         let path = concrete_path(listed[0], &fx);
+        let bare = path.split('?').next().unwrap_or(&path);
         for m in METHODS {
             if listed.iter().any(|o| o.method == m) {
                 continue;
             }
             let a = send(&s, m, &path, &Body::None);
+            // A literal path may also be an instance of a sibling template: then that
+            // operation answers (`GET /v1/snapshots/import` is `getSnapshot` of a snapshot
+            // that cannot exist).
+            if let Some(other) = ops
+                .iter()
+                .find(|o| o.method == m && o.path != *template && matches_template(&o.path, bare))
+            {
+                assert!(
+                    other.op["responses"].get(a.status.to_string()).is_some(),
+                    "{m} {template} answers as {} with an undocumented status: {a:?}",
+                    other.id
+                );
+                continue;
+            }
             assert!(
                 unserved(&a),
                 "{m} {template} is served but not documented: {a:?}"
@@ -768,13 +1077,31 @@ fn every_documented_operation_is_served_as_documented() {
     }
     for o in &deletes {
         let path = concrete_path(o, &fx);
-        let a = send(&s, &o.method, &path, &request_body(&doc, o));
+        let a = send(&s, &o.method, &path, &request_body(&doc, o, &fx));
         check_answer(&doc, o, &a);
     }
     assert_eq!(
         s.get(&format!("/v1/sandboxes/{SANDBOX}")).json["code"],
         "SANDBOX_NOT_FOUND"
     );
+    // The sandbox is gone: its watch says so and the server closes the stream.
+    for mut stream in streams {
+        stream.wait_for(&doc, |n, _| n == "end");
+        match stream.rx.recv_timeout(Duration::from_secs(20)) {
+            Err(RecvTimeoutError::Disconnected) => {}
+            other => panic!("{}: the stream goes on after end: {other:?}", stream.o.id),
+        }
+    }
+}
+
+/// A request of the error cases below.
+#[derive(Debug)]
+enum Req {
+    Get,
+    Delete,
+    Post(Value),
+    Put(Value),
+    PostBytes(&'static [u8]),
 }
 
 #[test]
@@ -788,61 +1115,226 @@ fn error_answers_match_the_error_schema() {
             .unwrap_or_else(|| panic!("operation {id}"))
     };
     let _ = s.sandbox(SANDBOX);
-    let cases: [(&str, &str, Value, &str); 6] = [
+    assert_eq!(s.put("/v1/volumes/openapi-busy", &json!({})).status, 201);
+    let user = s.put(
+        "/v1/sandboxes/openapi-user",
+        &json!({ "volumes": [{ "name": "openapi-busy", "path": "/data" }] }),
+    );
+    assert_eq!(user.status, 201, "{user:?}");
+    let sb = format!("/v1/sandboxes/{SANDBOX}");
+    let cases: Vec<(&str, String, Req, &str)> = vec![
         (
             "getSandbox",
-            "/v1/sandboxes/Bad_Id",
-            Value::Null,
+            "/v1/sandboxes/Bad_Id".into(),
+            Req::Get,
             "INVALID_SANDBOX_ID",
         ),
         (
             "getSandbox",
-            "/v1/sandboxes/nope",
-            Value::Null,
+            "/v1/sandboxes/nope".into(),
+            Req::Get,
             "SANDBOX_NOT_FOUND",
         ),
         (
             "createContext",
-            "/v1/sandboxes/openapi-check/contexts",
-            json!({ "language": "cobol" }),
+            format!("{sb}/contexts"),
+            Req::Post(json!({ "language": "cobol" })),
             "UNSUPPORTED_LANGUAGE",
         ),
         (
             "exec",
-            "/v1/sandboxes/openapi-check/exec",
-            json!({ "command": "gcc x.c" }),
+            format!("{sb}/exec"),
+            Req::Post(json!({ "command": "gcc x.c" })),
             "ROUTE_UNAVAILABLE",
         ),
         (
             "readFile",
-            "/v1/sandboxes/openapi-check/files/read",
-            json!({ "path": "missing.txt" }),
+            format!("{sb}/files/read"),
+            Req::Post(json!({ "path": "missing.txt" })),
             "FILE_NOT_FOUND",
         ),
         (
             "writeFile",
-            "/v1/sandboxes/openapi-check/files/write",
-            json!({ "path": "a", "content": "", "bogus": 1 }),
+            format!("{sb}/files/write"),
+            Req::Post(json!({ "path": "a", "content": "", "bogus": 1 })),
             "INVALID_REQUEST",
         ),
+        (
+            "putSandbox",
+            "/v1/sandboxes/openapi-novol".into(),
+            Req::Put(json!({ "volumes": [{ "name": "nope", "path": "/data" }] })),
+            "VOLUME_NOT_FOUND",
+        ),
+        (
+            "putSandbox",
+            "/v1/sandboxes/openapi-novol".into(),
+            Req::Put(json!({ "volumes": [{ "name": "openapi-busy", "path": "/tmp/x" }] })),
+            "INVALID_REQUEST",
+        ),
+        (
+            "createSnapshot",
+            format!("{sb}/snapshots"),
+            Req::Post(json!({ "dir": "/etc" })),
+            "PATH_OUTSIDE_WORKSPACE",
+        ),
+        (
+            "createSnapshot",
+            format!("{sb}/snapshots"),
+            Req::Post(json!({ "dir": "missing" })),
+            "FILE_NOT_FOUND",
+        ),
+        (
+            "createSnapshot",
+            "/v1/sandboxes/nope/snapshots".into(),
+            Req::Post(json!({})),
+            "SANDBOX_NOT_FOUND",
+        ),
+        (
+            "getSnapshot",
+            "/v1/snapshots/snap-0".into(),
+            Req::Get,
+            "SNAPSHOT_NOT_FOUND",
+        ),
+        (
+            "getSnapshot",
+            "/v1/snapshots/not-an-id".into(),
+            Req::Get,
+            "SNAPSHOT_NOT_FOUND",
+        ),
+        (
+            "deleteSnapshot",
+            "/v1/snapshots/snap-0".into(),
+            Req::Delete,
+            "SNAPSHOT_NOT_FOUND",
+        ),
+        (
+            "exportSnapshot",
+            "/v1/snapshots/snap-0/export".into(),
+            Req::Get,
+            "SNAPSHOT_NOT_FOUND",
+        ),
+        (
+            "restoreSnapshot",
+            format!("{sb}/snapshots/snap-0/restore"),
+            Req::Post(json!({})),
+            "SNAPSHOT_NOT_FOUND",
+        ),
+        (
+            "importSnapshot",
+            "/v1/snapshots/import".into(),
+            Req::PostBytes(b"not a squashfs image"),
+            "SNAPSHOT_CORRUPT",
+        ),
+        (
+            "forkSandbox",
+            format!("{sb}/fork"),
+            Req::Post(json!({ "ids": [SANDBOX] })),
+            "SANDBOX_EXISTS",
+        ),
+        (
+            "forkSandbox",
+            format!("{sb}/fork"),
+            Req::Post(json!({ "count": 0 })),
+            "INVALID_REQUEST",
+        ),
+        (
+            "forkSandbox",
+            format!("{sb}/fork"),
+            Req::Post(json!({ "ids": ["Bad_Id"] })),
+            "INVALID_SANDBOX_ID",
+        ),
+        (
+            "watchFiles",
+            format!("{sb}/watch?include=*.py&exclude=*.txt"),
+            Req::Get,
+            "INVALID_REQUEST",
+        ),
+        (
+            "watchFiles",
+            format!("{sb}/watch?path=/etc"),
+            Req::Get,
+            "PATH_OUTSIDE_WORKSPACE",
+        ),
+        (
+            "watchFiles",
+            "/v1/sandboxes/nope/watch".into(),
+            Req::Get,
+            "SANDBOX_NOT_FOUND",
+        ),
+        (
+            "putVolume",
+            "/v1/volumes/Bad_Name".into(),
+            Req::Put(json!({})),
+            "INVALID_REQUEST",
+        ),
+        (
+            "getVolume",
+            "/v1/volumes/nope".into(),
+            Req::Get,
+            "VOLUME_NOT_FOUND",
+        ),
+        (
+            "deleteVolume",
+            "/v1/volumes/openapi-busy".into(),
+            Req::Delete,
+            "VOLUME_IN_USE",
+        ),
     ];
-    for (id, path, body, code) in cases {
-        let o = find(id);
-        let a = if body.is_null() {
-            s.get(path)
-        } else {
-            s.post(path, &body)
+    for (id, path, req, code) in cases {
+        let a = match &req {
+            Req::Get => s.get(&path),
+            Req::Delete => s.delete(&path),
+            Req::Post(body) => s.post(&path, body),
+            Req::Put(body) => s.put(&path, body),
+            Req::PostBytes(body) => post_bytes(&s, &path, body),
         };
-        assert_eq!(a.json["code"], code, "{id}: {a:?}");
-        let r = o.op["responses"]
-            .get(a.status.to_string())
-            .unwrap_or_else(|| panic!("{id}: status {} not documented", a.status));
-        let r = resolve(&doc, r);
-        assert_valid(
-            &doc,
-            &r["content"]["application/json"]["schema"],
-            &a.json,
-            &format!("{code} of {id}"),
-        );
+        check_error(&doc, find(id), &a, code);
     }
+    // Nothing was listed by the failed import.
+    assert_eq!(s.get("/v1/snapshots").json["count"], 0);
+}
+
+/// With plain-directory workspaces (`--fs-mode extract`): health says so, snapshots restore by
+/// extracting, forks copy, and watching is `UNSUPPORTED`, all as documented.
+#[test]
+fn plain_directory_workspaces_answer_as_documented() {
+    let doc = document();
+    let ops = operations(&doc);
+    let find = |id: &str| {
+        ops.iter()
+            .find(|o| o.id == id)
+            .unwrap_or_else(|| panic!("operation {id}"))
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start_in(dir.path(), &["--fs-mode", "extract"]);
+    let health = s.get("/v1/health");
+    check_answer(&doc, find("getHealth"), &health);
+    assert_eq!(health.json["workspaces"]["restoreMode"], "extract");
+    assert_eq!(health.json["workspaces"]["watch"], false);
+    assert!(
+        health.json["workspaces"]["reason"].is_string(),
+        "{health:?}"
+    );
+    let sb = s.sandbox(SANDBOX);
+    let base = format!("/v1/sandboxes/{sb}");
+    let w = s.post(
+        &format!("{base}/files/write"),
+        &json!({ "path": "src/a.txt", "content": "a" }),
+    );
+    assert_eq!(w.status, 200, "{w:?}");
+    let snap = s.post(&format!("{base}/snapshots"), &json!({ "name": "plain" }));
+    check_answer(&doc, find("createSnapshot"), &snap);
+    assert_eq!(snap.json["layerCount"], 1, "{snap:?}");
+    let id = snap.json["id"].as_str().expect("id");
+    let r = s.post(&format!("{base}/snapshots/{id}/restore"), &json!({}));
+    check_answer(&doc, find("restoreSnapshot"), &r);
+    assert_eq!(r.json["restoreMode"], "extract", "{r:?}");
+    let f = s.post(&format!("{base}/fork"), &json!({}));
+    check_answer(&doc, find("forkSandbox"), &f);
+    assert_eq!(f.json["restoreMode"], "extract", "{f:?}");
+    let got = s.get(&base);
+    check_answer(&doc, find("getSandbox"), &got);
+    assert_eq!(got.json["layerCount"], 0, "{got:?}");
+    let watch = s.get(&format!("{base}/watch"));
+    check_error(&doc, find("watchFiles"), &watch, "UNSUPPORTED");
 }

@@ -30,7 +30,7 @@ fn get_or_create_list_get_delete() {
         &json!({"path": "a.txt", "content": "x"}),
     );
     assert_eq!(w.status, 200, "{w:?}");
-    assert!(s.data_dir.join("sandboxes/alpha/workspace/a.txt").exists());
+    assert!(s.workspace("alpha").join("a.txt").exists());
     let d = s.delete("/v1/sandboxes/alpha");
     assert_eq!(d.status, 200);
     assert!(

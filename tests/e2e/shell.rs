@@ -220,7 +220,7 @@ fn command_lines_match_bash_and_gnu_tools() {
     let native_dir = tempfile::tempdir().expect("tempdir");
     fixture(native_dir.path());
     let sb = s.sandbox("diff-ro");
-    fixture(&s.data_dir.join("sandboxes/diff-ro/workspace"));
+    fixture(&s.workspace("diff-ro"));
     let mut run_case = |cmd: &str, sb: &str, native_root: &Path| {
         let (want_out, want_code) = native(cmd, native_root);
         let answer = s.post(
@@ -253,7 +253,7 @@ fn command_lines_match_bash_and_gnu_tools() {
         fixture(native_copy.path());
         let id = format!("diff-w{i}");
         let _ = s.sandbox(&id);
-        fixture(&s.data_dir.join(format!("sandboxes/{id}/workspace")));
+        fixture(&s.workspace(&id));
         run_case(cmd, &id, native_copy.path());
     }
     assert!(checked >= 100, "only {checked} command lines");
@@ -501,13 +501,8 @@ fn hostile_command_lines_stay_inside() {
     let s = Server::start();
     let _ = s.sandbox("host");
     let _ = s.sandbox("other");
-    std::fs::write(
-        s.data_dir.join("sandboxes/other/workspace/secret.txt"),
-        "other's secret",
-    )
-    .expect("write");
-    std::os::unix::fs::symlink("/etc", s.data_dir.join("sandboxes/host/workspace/etc-link"))
-        .expect("symlink");
+    std::fs::write(s.workspace("other").join("secret.txt"), "other's secret").expect("write");
+    std::os::unix::fs::symlink("/etc", s.workspace("host").join("etc-link")).expect("symlink");
     for cmd in [
         "cat ../../etc/passwd",
         "cat /etc/passwd",

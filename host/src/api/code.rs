@@ -157,22 +157,18 @@ pub(super) fn guest_spec(sb: &Sandbox, cwd: String, env: BTreeMap<String, String
     GuestSpec {
         cwd,
         env: env.into_iter().collect(),
-        mounts: crate::backend::wasi::mounts(&sb.workspace_dir(), &sb.tmp_dir()),
+        mounts: {
+            let mut m = crate::backend::wasi::mounts(&sb.workspace_dir(), &sb.tmp_dir());
+            m.extend(sb.volume_mounts.iter().cloned());
+            m
+        },
         memory_limit: sb.meta().memory_limit_mb.saturating_mul(1 << 20),
         tools: sb.tools.clone(),
     }
 }
 
 pub(super) fn new_id(prefix: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    format!("{prefix}-{:016x}", h.finish())
+    format!("{prefix}-{}", crate::sandbox::random_hex(16))
 }
 
 async fn start_context(

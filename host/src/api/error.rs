@@ -39,6 +39,29 @@ pub enum ApiError {
     /// No sandbox has this id.
     #[error("sandbox {0} not found")]
     SandboxNotFound(String),
+    /// A sandbox with this id already exists (fork or create-only calls).
+    #[error("sandbox {0} already exists")]
+    SandboxExists(String),
+    /// No snapshot has this id.
+    #[error("snapshot {0} not found")]
+    SnapshotNotFound(String),
+    /// No volume has this name.
+    #[error("volume {0} not found")]
+    VolumeNotFound(String),
+    /// The volume is mounted by a sandbox.
+    #[error("volume {name} is mounted by sandbox {sandbox}")]
+    VolumeInUse {
+        /// The volume.
+        name: String,
+        /// One sandbox using it.
+        sandbox: String,
+    },
+    /// A snapshot image is truncated or corrupt.
+    #[error("snapshot is corrupt: {0}")]
+    SnapshotCorrupt(String),
+    /// The feature needs what this server lacks (e.g. file watching without FUSE).
+    #[error("{0}")]
+    Unsupported(String),
     /// No session has this id in the sandbox.
     #[error("session {0} not found")]
     SessionNotFound(String),
@@ -120,6 +143,12 @@ impl ApiError {
             Self::MethodNotAllowed(_) => ("METHOD_NOT_ALLOWED", StatusCode::METHOD_NOT_ALLOWED),
             Self::InvalidSandboxId { .. } => ("INVALID_SANDBOX_ID", StatusCode::BAD_REQUEST),
             Self::SandboxNotFound(_) => ("SANDBOX_NOT_FOUND", StatusCode::NOT_FOUND),
+            Self::SandboxExists(_) => ("SANDBOX_EXISTS", StatusCode::CONFLICT),
+            Self::SnapshotNotFound(_) => ("SNAPSHOT_NOT_FOUND", StatusCode::NOT_FOUND),
+            Self::VolumeNotFound(_) => ("VOLUME_NOT_FOUND", StatusCode::NOT_FOUND),
+            Self::VolumeInUse { .. } => ("VOLUME_IN_USE", StatusCode::CONFLICT),
+            Self::SnapshotCorrupt(_) => ("SNAPSHOT_CORRUPT", StatusCode::UNPROCESSABLE_ENTITY),
+            Self::Unsupported(_) => ("UNSUPPORTED", StatusCode::NOT_IMPLEMENTED),
             Self::ContextNotFound(_) => ("CONTEXT_NOT_FOUND", StatusCode::NOT_FOUND),
             Self::SessionNotFound(_) => ("SESSION_NOT_FOUND", StatusCode::NOT_FOUND),
             Self::SessionExists(_) => ("SESSION_EXISTS", StatusCode::CONFLICT),
@@ -148,6 +177,7 @@ impl ApiError {
             && !matches!(
                 self,
                 Self::RouteUnavailable { .. }
+                    | Self::Unsupported(_)
                     | Self::RuntimeUnavailable(_)
                     | Self::MemoryLimit { .. }
             ) {
@@ -206,6 +236,22 @@ fn wasm_status(e: &WasmError) -> StatusCode {
     }
 }
 
+impl From<hybox_fs_layer::FsError> for ApiError {
+    fn from(e: hybox_fs_layer::FsError) -> Self {
+        use hybox_fs_layer::FsError;
+        match e {
+            FsError::Corrupt { image, reason } => {
+                Self::SnapshotCorrupt(format!("image {image}: {reason}"))
+            }
+            FsError::Invalid(m) => Self::InvalidRequest(m),
+            FsError::NotFound(what) => Self::SnapshotNotFound(what),
+            e @ (FsError::AlreadyExists(_) | FsError::FuseUnavailable(_) | FsError::Io { .. }) => {
+                Self::Internal(e.into())
+            }
+        }
+    }
+}
+
 impl From<WasmError> for ApiError {
     fn from(e: WasmError) -> Self {
         Self::Wasm(e)
@@ -252,6 +298,31 @@ mod tests {
                 ApiError::ContextNotFound("c".into()),
                 "CONTEXT_NOT_FOUND",
                 404,
+            ),
+            (ApiError::SandboxExists("a".into()), "SANDBOX_EXISTS", 409),
+            (
+                ApiError::SnapshotNotFound("s".into()),
+                "SNAPSHOT_NOT_FOUND",
+                404,
+            ),
+            (
+                ApiError::SnapshotCorrupt("s".into()),
+                "SNAPSHOT_CORRUPT",
+                422,
+            ),
+            (ApiError::Unsupported("x".into()), "UNSUPPORTED", 501),
+            (
+                ApiError::VolumeNotFound("v".into()),
+                "VOLUME_NOT_FOUND",
+                404,
+            ),
+            (
+                ApiError::VolumeInUse {
+                    name: "v".into(),
+                    sandbox: "s".into(),
+                },
+                "VOLUME_IN_USE",
+                409,
             ),
             (
                 ApiError::UnsupportedLanguage("r".into()),

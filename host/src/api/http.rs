@@ -34,6 +34,38 @@ pub async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     }
 }
 
+/// Streams a request body into `file` (an upload too large to hold in memory), capped at
+/// `limit` bytes. Returns the bytes written.
+///
+/// # Errors
+/// [`ApiError::PayloadTooLarge`] past the cap, [`ApiError::InvalidRequest`] on a broken stream,
+/// [`ApiError::Internal`] when the file cannot be written.
+pub async fn body_to_file(
+    mut body: Incoming,
+    file: &mut tokio::fs::File,
+    limit: u64,
+) -> Result<u64, ApiError> {
+    use tokio::io::AsyncWriteExt;
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::InvalidRequest(format!("cannot read body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len() as u64;
+            if total > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            file.write_all(&data)
+                .await
+                .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("write upload")))?;
+        }
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("write upload")))?;
+    Ok(total)
+}
+
 /// Parses a JSON body into `T` (an empty body is `{}`).
 ///
 /// # Errors
@@ -164,6 +196,30 @@ where
         watcher.abort();
     });
     sse(rx)
+}
+
+/// A response streaming a file's bytes (headers are the caller's).
+#[must_use]
+pub fn file_stream(file: tokio::fs::File) -> Response<Body> {
+    use tokio::io::AsyncReadExt;
+    let stream = futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; 256 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Frame::data(Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => {
+                // The length header promised more: the client sees a truncated body.
+                tracing::warn!(error = %e, "reading a streamed file failed");
+                None
+            }
+        }
+    })
+    .map(Ok::<_, Infallible>);
+    Response::new(BodyExt::boxed(StreamBody::new(stream)))
 }
 
 /// Whether the client asked for an event stream.

@@ -7,6 +7,8 @@ mod files;
 pub mod http;
 mod sandboxes;
 mod sessions;
+mod snapshots;
+mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +22,7 @@ use tracing::Instrument;
 use self::http::Body;
 use crate::backend::wasi::WasiBackend;
 use crate::sandbox::{Registry, SandboxId};
+use crate::snapshots::Snapshots;
 use error::ApiError;
 
 /// What every handler shares.
@@ -31,17 +34,25 @@ pub struct AppState {
     pub wasi: WasiBackend,
     /// Bearer token required on every request when set.
     pub token: Option<String>,
+    /// Snapshot records.
+    pub snapshots: Snapshots,
     next_request: AtomicU64,
 }
 
 impl AppState {
     /// Bundles the server's state.
     #[must_use]
-    pub fn new(registry: Registry, wasi: WasiBackend, token: Option<String>) -> Self {
+    pub fn new(
+        registry: Registry,
+        wasi: WasiBackend,
+        snapshots: Snapshots,
+        token: Option<String>,
+    ) -> Self {
         Self {
             registry,
             wasi,
             token,
+            snapshots,
             next_request: AtomicU64::new(1),
         }
     }
@@ -59,6 +70,23 @@ pub async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bod
         // (An unauthenticated request is answered without reading its body: nobody without the
         // token gets the server to buffer 64 MiB.)
         let (parts, body) = req.into_parts();
+        if parts.method == Method::POST
+            && parts.uri.path().trim_end_matches('/') == "/v1/snapshots/import"
+        {
+            // An image can be gigabytes: it is streamed to disk, not read up front.
+            let resp = match authorize(&state, &parts.headers) {
+                Ok(()) => import_upload(&state, &parts, body).await,
+                Err(e) => Err(e),
+            };
+            return resp.unwrap_or_else(|e| {
+                let mut resp = http::error(&e);
+                resp.headers_mut().insert(
+                    ::http::header::CONNECTION,
+                    ::http::HeaderValue::from_static("close"),
+                );
+                resp
+            });
+        }
         let read = match authorize(&state, &parts.headers) {
             Ok(()) => http::read_body(body).await,
             Err(e) => Err(e),
@@ -86,6 +114,42 @@ pub async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bod
     }
     .instrument(span)
     .await
+}
+
+/// Largest snapshot image accepted by import.
+const MAX_IMPORT: u64 = 64 << 30;
+
+async fn import_upload(
+    state: &Arc<AppState>,
+    parts: &::http::request::Parts,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    let name = http::query_param(parts.uri.query(), "name");
+    if name.as_ref().is_some_and(|n| n.len() > snapshots::MAX_NAME) {
+        return Err(ApiError::InvalidRequest(format!(
+            "name is longer than {} bytes",
+            snapshots::MAX_NAME
+        )));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".import-")
+        .tempfile_in(state.registry.workspaces.upper_path(""))
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("create upload file")))?;
+    let (std_file, path) = tmp.into_parts();
+    let mut file = tokio::fs::File::from_std(std_file);
+    http::body_to_file(body, &mut file, MAX_IMPORT).await?;
+    drop(file);
+    snapshots::import(state, path, name).await
+}
+
+/// Removes images nobody references (at start and after deletes).
+pub async fn collect_images(state: &Arc<AppState>) {
+    snapshots::collect_images(state).await;
+}
+
+/// Removes expired snapshots (the sweeper calls this).
+pub async fn expire_snapshots(state: &Arc<AppState>) {
+    snapshots::expire_snapshots(state).await;
 }
 
 fn authorize(state: &AppState, headers: &::http::HeaderMap) -> Result<(), ApiError> {
@@ -124,8 +188,36 @@ async fn route(state: Arc<AppState>, req: Request<Bytes>) -> Result<Response<Bod
                     "version": env!("CARGO_PKG_VERSION"),
                     "wasi": state.wasi.state(),
                     "container": "unavailable",
+                    "workspaces": {
+                        "restoreMode": state.registry.workspaces.mode().name(),
+                        "watch": state.registry.workspaces.mode() == crate::workspaces::FsMode::Mount,
+                        "reason": state.registry.workspaces.why_extract(),
+                    },
                 }),
             )),
+            _ => not_allowed(),
+        },
+        ["v1", "snapshots"] => match method {
+            Method::GET => Ok(snapshots::list(&state, None)),
+            _ => not_allowed(),
+        },
+        ["v1", "snapshots", snap] => match method {
+            Method::GET => snapshots::get(&state, snap, None),
+            Method::DELETE => snapshots::delete(&state, snap, None).await,
+            _ => not_allowed(),
+        },
+        ["v1", "snapshots", snap, "export"] => match method {
+            Method::GET => snapshots::export(&state, snap).await,
+            _ => not_allowed(),
+        },
+        ["v1", "volumes"] => match method {
+            Method::GET => Ok(sandboxes::volume_list(&state)),
+            _ => not_allowed(),
+        },
+        ["v1", "volumes", name] => match method {
+            Method::PUT => sandboxes::volume_put(&state, name).await,
+            Method::GET => sandboxes::volume_get(&state, name),
+            Method::DELETE => sandboxes::volume_delete(&state, name).await,
             _ => not_allowed(),
         },
         ["v1", "sandboxes"] => match method {
@@ -158,10 +250,28 @@ async fn route(state: Arc<AppState>, req: Request<Bytes>) -> Result<Response<Bod
                 (["contexts", ctx, "run"], &Method::POST) => {
                     code::run_context(&state, &id, ctx, req).await
                 }
+                (["snapshots"], &Method::POST) => snapshots::create(&state, &id, req).await,
+                (["snapshots"], &Method::GET) => Ok(snapshots::list(&state, Some(&id))),
+                (["snapshots", snap], &Method::GET) => snapshots::get(&state, snap, Some(&id)),
+                (["snapshots", snap], &Method::DELETE) => {
+                    snapshots::delete(&state, snap, Some(&id)).await
+                }
+                (["snapshots", snap, "restore"], &Method::POST) => {
+                    snapshots::restore(&state, &id, snap, req).await
+                }
+                (["fork"], &Method::POST) => snapshots::fork(&state, &id, req).await,
+                (["watch"], &Method::GET) => watch::watch(&state, &id, &req).await,
                 (["files", "raw"], &Method::GET) => files::read_raw(&state, &id, req).await,
                 (["files", "raw"], &Method::PUT) => files::write_raw(&state, &id, req).await,
                 (["files", op], &Method::POST) => files::op(&state, &id, op, req).await,
-                (["exec" | "run" | "contexts" | "files" | "sessions", ..], _) => not_allowed(),
+                (
+                    [
+                        "exec" | "run" | "contexts" | "files" | "sessions" | "snapshots" | "fork"
+                        | "watch",
+                        ..,
+                    ],
+                    _,
+                ) => not_allowed(),
                 _ => Err(ApiError::RouteNotFound(path.clone())),
             }
         }

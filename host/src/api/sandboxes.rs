@@ -26,6 +26,8 @@ fn view(sb: &Sandbox) -> Value {
         "memoryLimitMb": meta.memory_limit_mb,
         "contexts": contexts,
         "container": "none",
+        "layerCount": meta.layout.layers.len(),
+        "volumes": meta.volumes,
     })
 }
 
@@ -38,6 +40,22 @@ pub(super) async fn put(
     let options: CreateOptions = http::parse_json(&body)?;
     if let Some(env) = &options.env {
         super::code::check_env(env)?;
+    }
+    if let Some(vols) = &options.volumes {
+        if vols.len() > 16 {
+            return Err(ApiError::InvalidRequest("at most 16 volumes".into()));
+        }
+        let mut paths = std::collections::HashSet::new();
+        for v in vols {
+            crate::volumes::check_name(&v.name)?;
+            crate::volumes::check_mount_path(&v.path)?;
+            if !paths.insert(v.path.trim_end_matches('/')) {
+                return Err(ApiError::InvalidRequest(format!(
+                    "two volumes at {}",
+                    v.path
+                )));
+            }
+        }
     }
     if let Some(mb) = options.memory_limit_mb {
         let max = hybox_wasi_runtime::EngineOptions::default().max_memory >> 20;
@@ -85,5 +103,70 @@ pub(super) async fn delete(state: &AppState, id: &SandboxId) -> Result<Response<
     Ok(http::json(
         StatusCode::OK,
         &json!({ "id": id, "deleted": true }),
+    ))
+}
+
+pub(super) async fn volume_put(state: &AppState, name: &str) -> Result<Response<Body>, ApiError> {
+    let vols = state.registry.volumes.clone();
+    let name = name.to_owned();
+    let (v, created) = tokio::task::spawn_blocking(move || vols.get_or_create(&name))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))??;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(http::json(
+        status,
+        &json!({ "name": v.name, "createdAt": v.created_at, "created": created }),
+    ))
+}
+
+pub(super) fn volume_get(state: &AppState, name: &str) -> Result<Response<Body>, ApiError> {
+    crate::volumes::check_name(name)?;
+    let v = state.registry.volumes.get(name)?;
+    Ok(http::json(
+        StatusCode::OK,
+        &json!({ "name": v.name, "createdAt": v.created_at }),
+    ))
+}
+
+pub(super) fn volume_list(state: &AppState) -> Response<Body> {
+    let all: Vec<Value> = state
+        .registry
+        .volumes
+        .list()
+        .iter()
+        .map(|v| json!({ "name": v.name, "createdAt": v.created_at }))
+        .collect();
+    http::json(
+        StatusCode::OK,
+        &json!({ "count": all.len(), "volumes": all }),
+    )
+}
+
+pub(super) async fn volume_delete(
+    state: &AppState,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    crate::volumes::check_name(name)?;
+    state.registry.volumes.get(name)?;
+    for sb in state.registry.list().await {
+        if sb.meta().volumes.iter().any(|v| v.name == name) {
+            return Err(ApiError::VolumeInUse {
+                name: name.to_owned(),
+                sandbox: sb.id.to_string(),
+            });
+        }
+    }
+    let vols = state.registry.volumes.clone();
+    let n = name.to_owned();
+    tokio::task::spawn_blocking(move || vols.remove(&n))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))??;
+    Ok(http::json(
+        StatusCode::OK,
+        &json!({ "name": name, "deleted": true }),
     ))
 }

@@ -13,6 +13,7 @@ use hybox_wasi_runtime::{
 };
 
 use crate::api::error::ApiError;
+use crate::workspaces::Workspaces;
 
 /// How long the pool waits after a take before building the replacement.
 const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(150);
@@ -26,8 +27,12 @@ pub const SPARE_MEMORY_MB: u64 = 1024;
 /// is ready at once instead of after an instantiation and a shim turn.
 #[derive(Debug)]
 pub struct Spare {
-    /// The slot folder holding `workspace/` and `tmp/`.
+    /// The slot folder holding `tmp/` (and `workspace/` in extract mode).
     pub slot: PathBuf,
+    /// The slot's number (its view is `.slot-<n>` in mount mode).
+    pub n: u64,
+    /// The slot workspace's layers.
+    pub layout: crate::workspaces::Layout,
     /// A Python context, shim installed, in `/workspace`.
     pub python: Context,
     /// A JavaScript context in `/workspace`.
@@ -50,6 +55,7 @@ pub struct WasiBackend {
     options: EngineOptions,
     runtime: OnceCell<Result<Arc<Runtime>, String>>,
     pool: Arc<Pool>,
+    workspaces: Arc<Workspaces>,
 }
 
 /// The guest view of a sandbox folder pair (its workspace and tmp).
@@ -69,10 +75,15 @@ pub fn mounts(workspace: &Path, tmp: &Path) -> Vec<Mount> {
     ]
 }
 
-fn make_spare(runtime: &Arc<Runtime>, slot: PathBuf) -> anyhow::Result<Spare> {
-    let (ws, tmp) = (slot.join("workspace"), slot.join("tmp"));
-    std::fs::create_dir_all(&ws)?;
+fn make_spare(
+    runtime: &Arc<Runtime>,
+    workspaces: &Workspaces,
+    n: u64,
+    slot: PathBuf,
+) -> anyhow::Result<Spare> {
+    let tmp = slot.join("tmp");
     std::fs::create_dir_all(&tmp)?;
+    let (ws, layout) = workspaces.slot(n, &slot)?;
     let spec = GuestSpec {
         cwd: "/workspace".into(),
         env: Vec::new(),
@@ -82,7 +93,13 @@ fn make_spare(runtime: &Arc<Runtime>, slot: PathBuf) -> anyhow::Result<Spare> {
     };
     let python = Context::start(runtime, Language::Python, spec.clone())?;
     let js = Context::start(runtime, Language::JavaScript, spec)?;
-    Ok(Spare { slot, python, js })
+    Ok(Spare {
+        slot,
+        n,
+        layout,
+        python,
+        js,
+    })
 }
 
 impl WasiBackend {
@@ -94,6 +111,7 @@ impl WasiBackend {
         options: EngineOptions,
         pool_dir: PathBuf,
         pool_size: usize,
+        workspaces: Arc<Workspaces>,
     ) -> Self {
         // Slots of an earlier run are useless (their guests died with it).
         let _ = std::fs::remove_dir_all(&pool_dir);
@@ -108,6 +126,7 @@ impl WasiBackend {
                 wake: Notify::new(),
                 next: AtomicU64::new(0),
             }),
+            workspaces,
         }
     }
 
@@ -125,6 +144,7 @@ impl WasiBackend {
 
     fn start_refill(&self, runtime: Arc<Runtime>) {
         let pool = self.pool.clone();
+        let workspaces = self.workspaces.clone();
         if pool.target == 0 {
             return;
         }
@@ -146,12 +166,14 @@ impl WasiBackend {
                 let n = pool.next.fetch_add(1, Ordering::Relaxed);
                 let slot = pool.dir.join(format!("slot-{n}"));
                 let rt = runtime.clone();
-                match tokio::task::spawn_blocking(move || make_spare(&rt, slot)).await {
+                let ws = workspaces.clone();
+                match tokio::task::spawn_blocking(move || make_spare(&rt, &ws, n, slot)).await {
                     Ok(Ok(spare)) => pool
                         .spares
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .push_back(spare),
+                    Ok(Err(_)) if workspaces.is_closed() => return, // shutting down
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "cannot start a spare interpreter; pool paused");
                         tokio::time::sleep(std::time::Duration::from_secs(5)).await;

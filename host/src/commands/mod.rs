@@ -3,6 +3,7 @@
 pub mod bench;
 mod client_verbs;
 pub mod prepare;
+pub mod snapshot;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -136,6 +137,14 @@ pub enum Command {
         /// Most guest instances alive at once; past it new contexts get CAPACITY_EXHAUSTED.
         #[arg(long, env = "HYBOX_MAX_INSTANCES", default_value_t = 1000)]
         max_instances: u32,
+        /// Workspaces: copy-on-write FUSE views (`mount`: restore and fork in O(1), file
+        /// watching), plain directories (`extract`: restore extracts), or `auto` (mount when this
+        /// process can mount FUSE).
+        #[arg(long, env = "HYBOX_FS_MODE", value_enum, default_value = "auto")]
+        fs_mode: crate::workspaces::FsModeChoice,
+        /// How often expired snapshots and idle spares are swept (milliseconds).
+        #[arg(long, default_value_t = 10_000, hide = true)]
+        sweep_interval_ms: u64,
         #[command(flatten)]
         dirs: DirArgs,
     },
@@ -162,6 +171,10 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Snapshots of workspaces: create, restore, list, delete, export, import.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Copy a sandbox's workspace into new sandboxes (copy-on-write; O(1) with FUSE).
+    Fork(snapshot::ForkArgs),
     /// Measure cold starts side by side with peers.
     Bench(bench::BenchArgs),
 }

@@ -42,6 +42,9 @@ pub use crate::files::error::{FileError, Result};
 use crate::files::path::GUEST_ROOT;
 pub use crate::files::path::RelPath;
 
+/// Name prefix of the temporary a write goes to before it is renamed over its target.
+pub const TEMP_PREFIX: &str = ".hybox-write-";
+
 /// Contents and metadata of a file returned by [`Workspace::read`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileData {
@@ -231,7 +234,7 @@ fn create_temp(dir: &Dir, p: &RelPath) -> Result<(String, File)> {
     let mut attempts = 0;
     loop {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp_name = format!(".hybox-write-{}-{n}.tmp", std::process::id());
+        let tmp_name = format!("{TEMP_PREFIX}{}-{n}.tmp", std::process::id());
         match dir.open_with(&tmp_name, &opts) {
             Ok(file) => return Ok((tmp_name, file)),
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists && attempts < 16 => {
@@ -299,6 +302,31 @@ impl Workspace {
     /// are checked when the path is used.
     pub fn resolve(&self, path: &str, cwd: &str) -> Result<RelPath> {
         path::resolve(path, cwd)
+    }
+
+    /// Opens the directory at `p` for host-side tree operations (snapshot, restore), refusing a
+    /// final symlink; `create` makes it (and missing parents) first. The result is an open
+    /// descriptor, so a guest renaming things meanwhile cannot redirect what it names.
+    pub fn open_real_dir(&self, p: &RelPath, create: bool) -> Result<std::os::fd::OwnedFd> {
+        if create {
+            self.create_dirs(p)?;
+        }
+        let dir = if p.is_root() {
+            self.dir.try_clone()
+        } else {
+            match self.dir.symlink_metadata(p.fs_path()) {
+                // (A swap to a symlink after this check is still resolved beneath the root.)
+                Ok(m) if m.is_dir() => self.dir.open_dir(p.fs_path()),
+                Ok(_) => {
+                    return Err(FileError::NotDirectory {
+                        path: p.guest_path(),
+                    });
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let dir = dir.map_err(|e| io_err(e, p))?;
+        Ok(std::os::fd::OwnedFd::from(dir.into_std_file()))
     }
 
     /// Opens the directory at `p`, following symlinks that stay inside.

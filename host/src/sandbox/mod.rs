@@ -1,9 +1,10 @@
 //! Sandboxes: the registry, their lifecycle and their persisted metadata.
 //!
-//! On disk (`<data-dir>/sandboxes/<id>/`): `meta.json` (written atomically), `workspace/` (the
-//! tree both routes see as `/workspace`) and `tmp/` (the guests' `/tmp`). Metadata and files
-//! survive a restart of the server; live interpreter contexts do not, and the API says so by
-//! listing none.
+//! On disk (`<data-dir>/sandboxes/<id>/`): `meta.json` (written atomically) and `tmp/` (the
+//! guests' `/tmp`). The tree both routes see as `/workspace` comes from [`Workspaces`]: a
+//! copy-on-write view whose upper layer and image stack `meta.json` records, or a plain
+//! `workspace/` folder here. Metadata and files survive a restart of the server; live
+//! interpreter contexts do not, and the API says so by listing none.
 
 pub mod context;
 mod id;
@@ -19,11 +20,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
 pub use context::CodeContext;
-pub use id::SandboxId;
+pub use id::{SandboxId, random_hex};
 
 use crate::api::error::ApiError;
 use crate::backend::wasi::{SPARE_MEMORY_MB, Spare};
 use crate::files::Workspace;
+use crate::volumes::{VolumeMount, Volumes};
+use crate::workspaces::{FsMode, Layout, Workspaces};
 use hybox_wasi_runtime::{Context, Language};
 
 /// Interpreters started before the sandbox existed, waiting for its first contexts.
@@ -48,6 +51,12 @@ pub struct SandboxMeta {
     /// Memory cap of each guest, in MiB.
     #[serde(default = "default_memory_mb")]
     pub memory_limit_mb: u64,
+    /// Where the workspace's layers are (mount mode).
+    #[serde(flatten)]
+    pub layout: Layout,
+    /// Shared volumes mounted into the sandbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
 }
 
 fn default_memory_mb() -> u64 {
@@ -63,6 +72,9 @@ pub struct Sandbox {
     meta: Mutex<SandboxMeta>,
     /// Its workspace, opened with cap-std.
     pub workspace: Arc<Workspace>,
+    workspace_dir: PathBuf,
+    /// Guest mounts of its shared volumes.
+    pub volume_mounts: Vec<hybox_wasi_runtime::Mount>,
     /// Code contexts by id.
     pub contexts: Mutex<HashMap<String, Arc<CodeContext>>>,
     /// Tools its guests may call (one instance per sandbox).
@@ -72,6 +84,8 @@ pub struct Sandbox {
     /// Running commands by exec id, for `DELETE .../exec/{execId}`.
     pub execs: Mutex<HashMap<String, hybox_wasi_runtime::CancelToken>>,
     spares: Mutex<Option<Spares>>,
+    /// Serializes snapshot, restore and fork of this sandbox's workspace.
+    pub fs_lock: tokio::sync::Mutex<()>,
 }
 
 impl Sandbox {
@@ -87,7 +101,27 @@ impl Sandbox {
     /// The workspace folder on the host.
     #[must_use]
     pub fn workspace_dir(&self) -> PathBuf {
-        self.dir.join("workspace")
+        self.workspace_dir.clone()
+    }
+
+    /// The sandbox's own folder (metadata, tmp).
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records a new workspace layout (after a restore) durably.
+    ///
+    /// # Errors
+    /// [`ApiError::Internal`] when `meta.json` cannot be written.
+    pub fn set_layout(&self, layout: Layout) -> Result<(), ApiError> {
+        let mut meta = self
+            .meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        meta.layout = layout;
+        write_meta(&self.dir, &meta)?;
+        sync_meta(&self.dir).map_err(|e| io_err("sync meta.json", e))
     }
 
     /// The guests' `/tmp` on the host.
@@ -144,6 +178,9 @@ pub struct CreateOptions {
     /// Memory cap per guest in MiB (default 1024).
     #[serde(default)]
     pub memory_limit_mb: Option<u64>,
+    /// Shared volumes to mount (at creation only).
+    #[serde(default)]
+    pub volumes: Option<Vec<VolumeMount>>,
 }
 
 /// All sandboxes of this server.
@@ -151,6 +188,10 @@ pub struct CreateOptions {
 pub struct Registry {
     root: PathBuf,
     sandboxes: RwLock<HashMap<SandboxId, Arc<Sandbox>>>,
+    /// Where workspaces come from.
+    pub workspaces: Arc<Workspaces>,
+    /// Shared volumes.
+    pub volumes: Arc<Volumes>,
 }
 
 fn io_err(what: &str, e: std::io::Error) -> ApiError {
@@ -162,17 +203,33 @@ impl Registry {
     ///
     /// # Errors
     /// [`ApiError::Internal`] when the data dir cannot be created or read.
-    pub fn open(data_dir: &Path) -> Result<Self, ApiError> {
+    pub fn open(
+        data_dir: &Path,
+        workspaces: Arc<Workspaces>,
+        volumes: Arc<Volumes>,
+    ) -> Result<Self, ApiError> {
         let root = data_dir.join("sandboxes");
         std::fs::create_dir_all(&root).map_err(|e| io_err("create data dir", e))?;
         let mut sandboxes = HashMap::new();
+        // Upper layers named by any sandbox on disk, loaded or not: a sandbox that cannot load
+        // today (a missing image, a bug) must not lose its files to the sweep below.
+        let mut referenced: std::collections::HashSet<String> =
+            volumes.uppers().into_iter().collect();
+        let mut sweep = volumes.complete();
         for entry in std::fs::read_dir(&root).map_err(|e| io_err("read data dir", e))? {
             let entry = entry.map_err(|e| io_err("read data dir", e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let Ok(id) = SandboxId::parse(&name) else {
                 continue; // leftovers of an interrupted delete (".trash-*") and foreign files
             };
-            match load(&entry.path(), id.clone()) {
+            match std::fs::read(entry.path().join("meta.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            {
+                Some(v) => referenced.extend(v["upper"].as_str().map(str::to_owned)),
+                None => sweep = false,
+            }
+            match load(&entry.path(), id.clone(), &workspaces, &volumes) {
                 Ok(sb) => {
                     sandboxes.insert(id, Arc::new(sb));
                 }
@@ -182,9 +239,19 @@ impl Registry {
             }
         }
         tracing::info!(count = sandboxes.len(), "sandboxes loaded");
+        referenced.extend(sandboxes.values().filter_map(|sb| sb.meta().layout.upper));
+        if sweep {
+            workspaces.sweep_uppers(&referenced);
+        } else {
+            tracing::warn!(
+                "some sandbox or volume records are unreadable: unused upper layers are kept"
+            );
+        }
         Ok(Self {
             root,
             sandboxes: RwLock::new(sandboxes),
+            workspaces,
+            volumes,
         })
     }
 
@@ -202,7 +269,12 @@ impl Registry {
             return Ok((sb.clone(), false));
         }
         let memory_limit_mb = options.memory_limit_mb.unwrap_or_else(default_memory_mb);
-        let spare = (memory_limit_mb == SPARE_MEMORY_MB)
+        let volumes = options.volumes.unwrap_or_default();
+        for v in &volumes {
+            self.volumes.get(&v.name)?;
+        }
+        // Spares were started with the default memory cap and no volumes.
+        let spare = (memory_limit_mb == SPARE_MEMORY_MB && volumes.is_empty())
             .then(take_spare)
             .flatten();
         let mut map = self.sandboxes.write().await;
@@ -210,20 +282,28 @@ impl Registry {
             return Ok((sb.clone(), false));
         }
         let dir = self.root.join(id.as_str());
-        let meta = SandboxMeta {
+        let mut meta = SandboxMeta {
             id: id.to_string(),
             created_at: crate::timestamp::now(),
             env: options.env.unwrap_or_default(),
             memory_limit_mb,
+            layout: Layout::default(),
+            volumes,
         };
+        let ws = self.workspaces.clone();
+        let vols = self.volumes.clone();
         let sb = tokio::task::spawn_blocking(move || -> Result<Sandbox, ApiError> {
             std::fs::create_dir_all(&dir).map_err(|e| io_err("create sandbox dir", e))?;
-            let spare = spare.and_then(|s| adopt_slot(&s.slot, &dir).then_some(s));
-            std::fs::create_dir_all(dir.join("workspace"))
-                .map_err(|e| io_err("create workspace", e))?;
+            let spare = spare.and_then(|s| match adopt_slot(&ws, &s, &dir, id.as_str()) {
+                Some(layout) => {
+                    meta.layout = layout;
+                    Some(s)
+                }
+                None => None,
+            });
             std::fs::create_dir_all(dir.join("tmp")).map_err(|e| io_err("create tmp", e))?;
             write_meta(&dir, &meta)?;
-            let sb = load(&dir, id)?;
+            let sb = load_adopted(&dir, id, &ws, &vols, spare.is_some())?;
             if let Some(s) = spare {
                 *sb.spares
                     .lock()
@@ -246,6 +326,58 @@ impl Registry {
             }
         });
         Ok((sb, true))
+    }
+
+    /// Creates a sandbox whose workspace starts as `layers` (a fork or a restore target) with
+    /// the given settings.
+    ///
+    /// # Errors
+    /// [`ApiError::SandboxExists`], or [`ApiError::Internal`] when it cannot be made.
+    pub async fn create_from_layers(
+        &self,
+        id: SandboxId,
+        env: BTreeMap<String, String>,
+        memory_limit_mb: u64,
+        layers: Vec<String>,
+        volumes: Vec<VolumeMount>,
+    ) -> Result<Arc<Sandbox>, ApiError> {
+        let mut map = self.sandboxes.write().await;
+        if map.contains_key(&id) {
+            return Err(ApiError::SandboxExists(id.to_string()));
+        }
+        let dir = self.root.join(id.as_str());
+        let meta = SandboxMeta {
+            id: id.to_string(),
+            created_at: crate::timestamp::now(),
+            env,
+            memory_limit_mb,
+            layout: Layout {
+                upper: None,
+                layers,
+            },
+            volumes,
+        };
+        let ws = self.workspaces.clone();
+        let vols = self.volumes.clone();
+        let sb = tokio::task::spawn_blocking(move || -> Result<Sandbox, ApiError> {
+            if dir.exists() {
+                return Err(ApiError::SandboxExists(id.to_string()));
+            }
+            std::fs::create_dir_all(dir.join("tmp")).map_err(|e| io_err("create tmp", e))?;
+            write_meta(&dir, &meta)?;
+            let sb = load(&dir, id, &ws, &vols);
+            if sb.is_err() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            let sb = sb?;
+            sync_meta(&dir).map_err(|e| io_err("sync meta.json", e))?;
+            Ok(sb)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))??;
+        let sb = Arc::new(sb);
+        map.insert(sb.id.clone(), sb.clone());
+        Ok(sb)
     }
 
     /// Looks a sandbox up.
@@ -284,12 +416,14 @@ impl Registry {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
         sb.sessions.destroy_all();
+        let (ws, layout, name) = (self.workspaces.clone(), sb.meta().layout, id.to_string());
         let dir = self.root.join(id.as_str());
         // Rename first so a crash mid-delete never leaves a half sandbox that loads again.
         let trash = self
             .root
             .join(format!(".trash-{}-{}", id, std::process::id()));
         tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
+            ws.detach(&name, &layout);
             std::fs::rename(&dir, &trash).map_err(|e| io_err("move sandbox to trash", e))?;
             std::fs::remove_dir_all(&trash).map_err(|e| io_err("remove sandbox", e))
         })
@@ -298,20 +432,68 @@ impl Registry {
     }
 }
 
-/// Moves a pool slot's folders into a new sandbox directory. False (and nothing moved that
+/// Moves a pool slot's folders (and view) into a new sandbox. `None` (and nothing moved that
 /// matters) when it cannot: the caller then makes fresh folders and drops the spare.
-fn adopt_slot(slot: &Path, dir: &Path) -> bool {
-    let ok = std::fs::rename(slot.join("workspace"), dir.join("workspace")).is_ok()
-        && std::fs::rename(slot.join("tmp"), dir.join("tmp")).is_ok();
+fn adopt_slot(ws: &Workspaces, spare: &Spare, dir: &Path, id: &str) -> Option<Layout> {
+    let slot = &spare.slot;
+    let ok = match ws.mode() {
+        FsMode::Mount => ws.adopt_slot(spare.n, id).is_ok(),
+        FsMode::Extract => std::fs::rename(slot.join("workspace"), dir.join("workspace")).is_ok(),
+    } && std::fs::rename(slot.join("tmp"), dir.join("tmp")).is_ok();
     let _ = std::fs::remove_dir_all(slot);
-    ok
+    if !ok {
+        ws.detach(&format!(".slot-{}", spare.n), &spare.layout);
+    }
+    ok.then(|| spare.layout.clone())
 }
 
-fn load(dir: &Path, id: SandboxId) -> Result<Sandbox, ApiError> {
+/// Loads a sandbox from its folder, bringing its workspace up.
+fn load(
+    dir: &Path,
+    id: SandboxId,
+    ws: &Workspaces,
+    volumes: &Volumes,
+) -> Result<Sandbox, ApiError> {
+    load_adopted(dir, id, ws, volumes, false)
+}
+
+/// Loads a sandbox; `adopted` says its view is already in place (taken from a pool slot).
+fn load_adopted(
+    dir: &Path,
+    id: SandboxId,
+    ws: &Workspaces,
+    volumes: &Volumes,
+    adopted: bool,
+) -> Result<Sandbox, ApiError> {
     let raw = std::fs::read(dir.join("meta.json")).map_err(|e| io_err("read meta.json", e))?;
-    let meta: SandboxMeta = serde_json::from_slice(&raw)
+    let mut meta: SandboxMeta = serde_json::from_slice(&raw)
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("parse meta.json")))?;
-    let workspace = Workspace::open(&dir.join("workspace"))?;
+    if !adopted {
+        let layout = ws
+            .attach(id.as_str(), dir, &meta.layout)
+            .map_err(ApiError::Internal)?;
+        if layout != meta.layout {
+            meta.layout = layout;
+            write_meta(dir, &meta)?;
+        }
+    }
+    let workspace_dir = ws.path(id.as_str(), dir);
+    let workspace = Workspace::open(&workspace_dir)?;
+    let volume_mounts = meta
+        .volumes
+        .iter()
+        .filter_map(|v| match volumes.get(&v.name) {
+            Ok(_) => Some(hybox_wasi_runtime::Mount {
+                host: volumes.host_path(&v.name),
+                guest: v.path.clone(),
+                writable: !v.read_only,
+            }),
+            Err(_) => {
+                tracing::warn!(sandbox = %id, volume = %v.name, "volume is gone; not mounted");
+                None
+            }
+        })
+        .collect();
     Ok(Sandbox {
         tools: Arc::new(tools::SandboxTools::new(id.as_str())),
         sessions: session::Sessions::load(dir),
@@ -320,8 +502,11 @@ fn load(dir: &Path, id: SandboxId) -> Result<Sandbox, ApiError> {
         dir: dir.to_path_buf(),
         meta: Mutex::new(meta),
         workspace: Arc::new(workspace),
+        workspace_dir,
+        volume_mounts,
         contexts: Mutex::new(HashMap::new()),
         spares: Mutex::new(None),
+        fs_lock: tokio::sync::Mutex::new(()),
     })
 }
 
