@@ -193,16 +193,25 @@ fn noise(len: usize) -> Vec<u8> {
     (0..len).map(|_| next()).collect()
 }
 
+fn e_name_starts(p: &Path, prefix: &str) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+}
+
 /// Every entry under `root`: file contents, link targets, or a dir marker.
 fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut todo = vec![root.to_path_buf()];
-    // The server's own pool of spare interpreters lives there and changes by itself.
-    let pool = root.join("pool");
+    // The server's own pool of spare interpreters changes by itself: its slot folders, and with
+    // copy-on-write workspaces the slots' views (`mnt/.slot-N`) and every view's upper layer
+    // (`uppers/`; the workspaces themselves are compared through their views in `mnt/`).
+    let skipped = [root.join("pool"), root.join("uppers")];
+    let mnt = root.join("mnt");
     while let Some(dir) = todo.pop() {
         for e in fs::read_dir(&dir).expect("read_dir in snapshot") {
             let p = e.expect("dir entry").path();
-            if p == pool {
+            let slot = dir == mnt && e_name_starts(&p, ".slot-");
+            if skipped.contains(&p) || slot {
                 continue;
             }
             let meta = fs::symlink_metadata(&p).expect("lstat in snapshot");

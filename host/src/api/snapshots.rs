@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::http::{self, Body};
+use super::http::{self, Body, SseEvent};
 use crate::files::RelPath;
 use crate::sandbox::{Sandbox, SandboxId, random_hex};
 use crate::snapshots::{self, Snapshot};
@@ -98,6 +98,50 @@ pub(super) async fn create(
     }
     let sb = state.registry.get(id).await?;
     let rel = resolve_dir(&sb, body.dir.as_deref())?;
+    if http::wants_sse(req.headers()) {
+        // `progress` {files, bytes} while the image is written, then `complete` {snapshot}
+        // or `error`. (Writing an image is not cancellable: a client that goes away leaves
+        // it to finish and be recorded.)
+        let state = state.clone();
+        return Ok(http::stream_run(
+            hybox_wasi_runtime::CancelToken::new(),
+            move |tx| async move {
+                let progress = move |t: hybox_fs_layer::image::TreeStats| {
+                    let _ = tx.send(SseEvent {
+                        event: "progress",
+                        data: json!({ "files": t.files, "dirs": t.dirs, "bytes": t.bytes }),
+                    });
+                };
+                match create_snapshot(&state, &sb, rel, body, Arc::new(progress)).await {
+                    Ok(v) => SseEvent {
+                        event: "complete",
+                        data: v,
+                    },
+                    Err(e) => SseEvent {
+                        event: "error",
+                        data: e.body(),
+                    },
+                }
+            },
+        ));
+    }
+    let v = create_snapshot(state, &sb, rel, body, Arc::new(|_| {})).await?;
+    Ok(http::json(StatusCode::CREATED, &v))
+}
+
+type ProgressFn = Arc<dyn Fn(hybox_fs_layer::image::TreeStats) + Send + Sync>;
+
+async fn create_snapshot(
+    state: &Arc<AppState>,
+    sb: &Arc<Sandbox>,
+    rel: Option<RelPath>,
+    body: CreateBody,
+    progress: ProgressFn,
+) -> Result<Value, ApiError> {
+    let id = sb.id.clone();
+    let dir = rel
+        .as_ref()
+        .map_or_else(|| "/workspace".to_owned(), RelPath::guest_path);
     let started = Instant::now();
     let _serial = sb.fs_lock.lock().await;
     let _gc = state.registry.workspaces.gc.read().await;
@@ -114,7 +158,7 @@ pub(super) async fn create(
             sb2.dir(),
             &sb2.meta().layout,
             sub.as_deref(),
-            &|_| {},
+            &|t| progress(t),
         )
         .map_err(internal_or_fs)
     })
@@ -125,8 +169,7 @@ pub(super) async fn create(
         id: format!("snap-{}", random_hex(16)),
         sandbox_id: Some(id.to_string()),
         name: body.name,
-        dir: resolve_dir(&sb, body.dir.as_deref())?
-            .map_or_else(|| "/workspace".to_owned(), |r| r.guest_path()),
+        dir,
         layers,
         size,
         files: stats.files,
@@ -141,10 +184,11 @@ pub(super) async fn create(
     tokio::task::spawn_blocking(move || st.snapshots.insert(s2))
         .await
         .map_err(blocking_err)??;
-    tracing::info!(snapshot = %snap.id, sandbox = %id, layers = snap.layers.len(), ms = started.elapsed().as_secs_f64() * 1e3, "snapshot created");
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    tracing::info!(snapshot = %snap.id, sandbox = %id, layers = snap.layers.len(), ms, "snapshot created");
     let mut v = view(&snap);
-    v["ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
-    Ok(http::json(StatusCode::CREATED, &v))
+    v["ms"] = json!(ms);
+    Ok(v)
 }
 
 /// `/proc/self/fd/N` for an open directory: a host path that names exactly that directory.

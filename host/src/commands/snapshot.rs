@@ -161,14 +161,34 @@ pub async fn snapshot(a: SnapshotArgs) -> anyhow::Result<i32> {
             ttl,
         } => {
             let pb = spinner(&format!("snapshotting {sandbox}"), quiet);
-            let v = c
-                .call(
-                    Method::POST,
+            let bar = pb.clone();
+            let mut last = None;
+            let streamed = c
+                .stream(
                     &format!("/v1/sandboxes/{sandbox}/snapshots"),
-                    Some(&json!({ "dir": dir, "name": name, "ttl": ttl })),
+                    &json!({ "dir": dir, "name": name, "ttl": ttl }),
+                    |event, data| match event {
+                        "progress" => bar.set_message(format!(
+                            "snapshotting {sandbox}: {} files, {}",
+                            data["files"],
+                            human(data["bytes"].as_u64().unwrap_or(0))
+                        )),
+                        "complete" | "error" => last = Some((event == "complete", data)),
+                        _ => {}
+                    },
                 )
                 .await;
             pb.finish_and_clear();
+            streamed?;
+            let v = match last {
+                Some((true, v)) => Ok(v),
+                Some((false, e)) => Err(anyhow::anyhow!(
+                    "{}: {}",
+                    e["code"].as_str().unwrap_or("ERROR"),
+                    e["message"].as_str().unwrap_or("")
+                )),
+                None => Err(anyhow::anyhow!("the server closed the stream without a result")),
+            };
             let v = v?;
             if !quiet {
                 println!(
