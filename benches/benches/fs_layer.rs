@@ -77,7 +77,7 @@ fn cow_view(c: &mut Criterion) {
     let views = Views::new(Arc::new(NoEvents));
     let mount = views.mount(&dir.path().join("mnt")).expect("mount");
     let mut n = 0u64;
-    let mut view = |n: u64| {
+    let view = |n: u64| {
         let name = format!("v{n}");
         views
             .insert(
