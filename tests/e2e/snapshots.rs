@@ -338,14 +338,27 @@ fn export_and_import_move_a_snapshot_as_one_sqfs_file() {
     );
     assert_eq!(code, 0);
     // Created from the CLI (streamed: progress, then the snapshot) and over SSE directly.
-    let (code, stdout, stderr) = cli(&s, &["snapshot", "create", &sb, "--name", "from-cli", "--json"]);
+    let (code, stdout, stderr) = cli(
+        &s,
+        &["snapshot", "create", &sb, "--name", "from-cli", "--json"],
+    );
     assert_eq!(code, 0, "{stderr}");
     let made: Value = serde_json::from_str(&stdout).expect("json");
-    assert_eq!((made["name"].as_str(), made["files"].as_u64()), (Some("from-cli"), Some(1)));
-    let (st, events) = s.post_sse(&format!("/v1/sandboxes/{sb}/snapshots"), &json!({ "name": "sse" }));
+    assert_eq!(
+        (made["name"].as_str(), made["files"].as_u64()),
+        (Some("from-cli"), Some(1))
+    );
+    let (st, events) = s.post_sse(
+        &format!("/v1/sandboxes/{sb}/snapshots"),
+        &json!({ "name": "sse" }),
+    );
     assert_eq!(st, 200);
     let (last, data, _) = events.last().expect("events");
-    assert_eq!((last.as_str(), data["name"].as_str()), ("complete", Some("sse")), "{events:?}");
+    assert_eq!(
+        (last.as_str(), data["name"].as_str()),
+        ("complete", Some("sse")),
+        "{events:?}"
+    );
     assert!(events.iter().any(|(n, _, _)| n == "progress"), "{events:?}");
     let (code, stdout, stderr) = cli(&s, &["fork", &sb, "--count", "2"]);
     assert_eq!(code, 0, "{stderr}");

@@ -187,7 +187,9 @@ pub async fn snapshot(a: SnapshotArgs) -> anyhow::Result<i32> {
                     e["code"].as_str().unwrap_or("ERROR"),
                     e["message"].as_str().unwrap_or("")
                 )),
-                None => Err(anyhow::anyhow!("the server closed the stream without a result")),
+                None => Err(anyhow::anyhow!(
+                    "the server closed the stream without a result"
+                )),
             };
             let v = v?;
             if !quiet {

