@@ -34,6 +34,8 @@ fn main() -> std::process::ExitCode {
                 max_instances,
                 fs_mode,
                 sweep_interval_ms,
+                snapshot_zstd_level,
+                snapshot_block_kib,
                 dirs,
             } => {
                 server::run(ServeConfig {
@@ -46,6 +48,8 @@ fn main() -> std::process::ExitCode {
                     max_instances,
                     fs_mode,
                     sweep_interval: std::time::Duration::from_millis(sweep_interval_ms.max(50)),
+                    snapshot_zstd_level,
+                    snapshot_block_kib,
                 })
                 .await?;
                 Ok(0)

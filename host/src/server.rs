@@ -43,6 +43,10 @@ pub struct ServeConfig {
     pub fs_mode: FsModeChoice,
     /// How often the sweeper runs (idle spares, expired snapshots).
     pub sweep_interval: std::time::Duration,
+    /// zstd level of snapshot images.
+    pub snapshot_zstd_level: i32,
+    /// Data block size of snapshot images, KiB.
+    pub snapshot_block_kib: u32,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -59,7 +63,16 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let workspaces = Arc::new(Workspaces::open(&config.data_dir, config.fs_mode)?);
+    let mut workspaces = Workspaces::open(&config.data_dir, config.fs_mode)?;
+    let set = workspaces.set_write_options(hybox_fs_layer::image::WriteOptions {
+        compression_level: config.snapshot_zstd_level,
+        block_size: config.snapshot_block_kib.saturating_mul(1024),
+    });
+    if let Err(e) = set {
+        workspaces.shutdown();
+        return Err(e.context("--snapshot-zstd-level / --snapshot-block-kib"));
+    }
+    let workspaces = Arc::new(workspaces);
     // From here on a failure must unmount what was mounted.
     let result = serve_with(config, workspaces.clone()).await;
     workspaces.shutdown();

@@ -82,6 +82,7 @@ pub struct Workspaces {
     /// recording a reference to it holds it for reading.
     pub gc: tokio::sync::RwLock<()>,
     closed: std::sync::atomic::AtomicBool,
+    write_options: WriteOptions,
 }
 
 fn fs_err(e: FsError) -> anyhow::Error {
@@ -149,6 +150,7 @@ impl Workspaces {
             hub,
             gc: tokio::sync::RwLock::new(()),
             closed: std::sync::atomic::AtomicBool::new(false),
+            write_options: WriteOptions::default(),
         })
     }
 
@@ -156,6 +158,16 @@ impl Workspaces {
     #[must_use]
     pub fn mode(&self) -> FsMode {
         self.mode
+    }
+
+    /// Sets how snapshot images are written (zstd level, block size).
+    ///
+    /// # Errors
+    /// Options out of range.
+    pub fn set_write_options(&mut self, opts: WriteOptions) -> anyhow::Result<()> {
+        opts.validate().map_err(fs_err)?;
+        self.write_options = opts;
+        Ok(())
     }
 
     /// Whether [`Self::shutdown`] ran.
@@ -231,7 +243,7 @@ impl Workspaces {
             .tempdir_in(&self.uppers)?;
         flatten::apply_stack(&stack, tmp.path()).map_err(fs_err)?;
         self.store
-            .create_from_dir(tmp.path(), &WriteOptions::default(), progress)
+            .create_from_dir(tmp.path(), &self.write_options, progress)
             .map_err(fs_err)
     }
 
@@ -358,7 +370,7 @@ impl Workspaces {
         sub: Option<&Path>,
         progress: hybox_fs_layer::image::Progress<'_>,
     ) -> anyhow::Result<(Vec<String>, TreeStats, u64)> {
-        let opts = WriteOptions::default();
+        let opts = self.write_options;
         let root = self.path(name, owner_dir);
         let mut layers: Vec<String>;
         match (&self.views, sub) {

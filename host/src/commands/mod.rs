@@ -142,6 +142,12 @@ pub enum Command {
         /// process can mount FUSE).
         #[arg(long, env = "HYBOX_FS_MODE", value_enum, default_value = "auto")]
         fs_mode: crate::workspaces::FsModeChoice,
+        /// zstd compression level of snapshot images (1-22; mksquashfs's default is 15).
+        #[arg(long, env = "HYBOX_SNAPSHOT_ZSTD_LEVEL", default_value_t = 3)]
+        snapshot_zstd_level: i32,
+        /// Data block size of snapshot images in KiB (a power of two, 4-1024).
+        #[arg(long, env = "HYBOX_SNAPSHOT_BLOCK_KIB", default_value_t = 128)]
+        snapshot_block_kib: u32,
         /// How often expired snapshots and idle spares are swept (milliseconds).
         #[arg(long, default_value_t = 10_000, hide = true)]
         sweep_interval_ms: u64,
