@@ -103,13 +103,7 @@ impl Client {
         if status.is_success() {
             return Ok(value);
         }
-        Err(ApiFailure {
-            status: status.as_u16(),
-            code: value["code"].as_str().unwrap_or("UNKNOWN").to_owned(),
-            message: value["message"].as_str().unwrap_or("").to_owned(),
-            body: value,
-        }
-        .into())
+        Err(failure(status.as_u16(), &bytes))
     }
 
     /// Downloads `path` into `dest` (written to a temp file and renamed), calling
@@ -255,14 +249,7 @@ impl Client {
         let status = resp.status();
         if !status.is_success() {
             let bytes = resp.into_body().collect().await?.to_bytes();
-            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return Err(ApiFailure {
-                status: status.as_u16(),
-                code: value["code"].as_str().unwrap_or("UNKNOWN").to_owned(),
-                message: value["message"].as_str().unwrap_or("").to_owned(),
-                body: value,
-            }
-            .into());
+            return Err(failure(status.as_u16(), &bytes));
         }
         let mut body = resp.into_body();
         let mut buf = String::new();

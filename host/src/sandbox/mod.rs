@@ -319,12 +319,7 @@ impl Registry {
         .map_err(|e| ApiError::Internal(e.into()))??;
         let sb = Arc::new(sb);
         map.insert(sb.id.clone(), sb.clone());
-        let dir = self.root.join(sb.id.as_str());
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = sync_meta(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot sync sandbox metadata");
-            }
-        });
+        sync_meta_later(self.root.join(sb.id.as_str()));
         Ok((sb, true))
     }
 
@@ -375,14 +370,9 @@ impl Registry {
         .map_err(|e| ApiError::Internal(e.into()))??;
         let sb = Arc::new(sb);
         map.insert(sb.id.clone(), sb.clone());
-        // Made durable off the request's path, as get_or_create does: a fork of 100 sandboxes
-        // would otherwise wait for 300 fsyncs in a row.
-        let dir = self.root.join(sb.id.as_str());
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = sync_meta(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot sync sandbox metadata");
-            }
-        });
+        // Off the request's path, as in get_or_create: a fork of 100 sandboxes would otherwise
+        // wait for 300 fsyncs in a row.
+        sync_meta_later(self.root.join(sb.id.as_str()));
         Ok(sb)
     }
 
@@ -527,6 +517,15 @@ fn write_meta(dir: &Path, meta: &SandboxMeta) -> Result<(), ApiError> {
     f.write_all(&bytes)
         .map_err(|e| io_err("write meta.json", e))?;
     std::fs::rename(&tmp, dir.join("meta.json")).map_err(|e| io_err("install meta.json", e))
+}
+
+/// [`sync_meta`] on a blocking thread, after the answer (see [`write_meta`]).
+fn sync_meta_later(dir: PathBuf) {
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = sync_meta(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot sync sandbox metadata");
+        }
+    });
 }
 
 /// fsyncs a sandbox's metadata and the directory entries that name it.
