@@ -27,7 +27,7 @@
 //!   kernel knows it (the table is reference counted and shrinks on `forget`); a view root keeps
 //!   its inode for the life of the view, across [`Views::replace`] and [`Views::rename`].
 //! - **Caching**: nodes only in layers get a one-hour entry/attribute TTL and their files open
-//!   with `FOPEN_KEEP_CACHE`; nodes in the upper directory get one second. Every change goes
+//!   with `FOPEN_KEEP_CACHE`; nodes in the upper directory get 30 seconds. Every change goes
 //!   through the view and the kernel updates its caches for the inode it changed; after a
 //!   copy-up the inode's cached attributes are invalidated, and `replace`/`remove`/`rename` of
 //!   views invalidate the kernel's entries. The writeback cache is off, so the upper directory
