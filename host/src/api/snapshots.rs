@@ -361,29 +361,16 @@ pub(super) async fn fork(
     .await
     .map_err(blocking_err)??;
     let meta = sb.meta();
-    let mut made = Vec::with_capacity(ids.len());
-    for new in ids {
-        match state
-            .registry
-            .create_from_layers(
-                new,
-                meta.env.clone(),
-                meta.memory_limit_mb,
-                layers.clone(),
-                meta.volumes.clone(),
-            )
-            .await
-        {
-            Ok(child) => made.push(child),
-            Err(e) => {
-                // All or nothing: a half-made fork is removed again.
-                for child in made {
-                    let _ = state.registry.destroy(&child.id).await;
-                }
-                return Err(e);
-            }
-        }
-    }
+    let made = state
+        .registry
+        .create_from_layers(
+            ids,
+            meta.env.clone(),
+            meta.memory_limit_mb,
+            layers.clone(),
+            meta.volumes.clone(),
+        )
+        .await?;
     let ms = started.elapsed().as_secs_f64() * 1e3;
     tracing::info!(sandbox = %id, forks = made.len(), ms, "forked");
     let list: Vec<Value> = made
