@@ -101,7 +101,11 @@ pub fn full(bytes: Bytes) -> Body {
 #[must_use]
 pub fn error(err: &ApiError) -> Response<Body> {
     let (_, status) = err.code_and_status();
-    if status.is_server_error() {
+    // 501 is "not on this server" (a declined route, a missing feature): the client's answer,
+    // not a fault of the server's.
+    if status == StatusCode::NOT_IMPLEMENTED {
+        tracing::info!(error = %err, "request declined");
+    } else if status.is_server_error() {
         tracing::error!(error = ?err, "request failed");
     }
     json(status, &err.body())
