@@ -27,6 +27,14 @@ printf '\n\033[1m==> hybox exec demo -- python3 -c ...\033[0m\n'
 "$hybox" exec demo -- python3 -c "'import os; print(sorted(os.listdir(\"/workspace\")))'"
 
 printf '\n\033[1m==> where the PNG went\033[0m\n'
+# The workspace is a copy-on-write view in hybox's FUSE mount (or a plain folder without FUSE).
+workspace="$data_dir/mnt/demo"
+[ -d "$workspace" ] || workspace="$data_dir/sandboxes/demo/workspace"
 echo "  returned as a rich result, saved by the CLI: $(pwd)/out/demo/"
-echo "  written by the guest to /workspace/plot.png: $data_dir/sandboxes/demo/workspace/plot.png"
-ls -l out/demo/*.png "$data_dir/sandboxes/demo/workspace/plot.png"
+echo "  written by the guest to /workspace/plot.png: $workspace/plot.png"
+ls -l out/demo/*.png "$workspace/plot.png"
+
+printf '\n\033[1m==> hybox snapshot create demo; hybox snapshot export (a plain squashfs file)\033[0m\n'
+snap=$("$hybox" snapshot create demo --name demo --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+"$hybox" snapshot export "$snap" out/demo/workspace.sqfs
+if command -v unsquashfs >/dev/null; then unsquashfs -l out/demo/workspace.sqfs; fi
