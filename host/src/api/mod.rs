@@ -125,12 +125,7 @@ async fn import_upload(
     body: Incoming,
 ) -> Result<Response<Body>, ApiError> {
     let name = http::query_param(parts.uri.query(), "name");
-    if name.as_ref().is_some_and(|n| n.len() > snapshots::MAX_NAME) {
-        return Err(ApiError::InvalidRequest(format!(
-            "name is longer than {} bytes",
-            snapshots::MAX_NAME
-        )));
-    }
+    snapshots::check_name(name.as_deref())?;
     let tmp = tempfile::Builder::new()
         .prefix(".import-")
         .tempfile_in(state.registry.workspaces.upper_path(""))

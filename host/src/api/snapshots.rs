@@ -26,7 +26,7 @@ use crate::snapshots::{self, Snapshot};
 /// Most sandboxes one fork call makes.
 const MAX_FORKS: usize = 256;
 /// Longest client-given name.
-pub(super) const MAX_NAME: usize = 200;
+const MAX_NAME: usize = 200;
 /// Longest TTL: ten years.
 const MAX_TTL: u64 = 10 * 365 * 86_400;
 
@@ -67,6 +67,28 @@ fn view(s: &Snapshot) -> Value {
     v
 }
 
+/// Checks a client-given snapshot name.
+///
+/// # Errors
+/// [`ApiError::InvalidRequest`] past [`MAX_NAME`] bytes.
+pub(super) fn check_name(name: Option<&str>) -> Result<(), ApiError> {
+    if name.is_some_and(|n| n.len() > MAX_NAME) {
+        return Err(ApiError::InvalidRequest(format!(
+            "name is longer than {MAX_NAME} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a snapshot's record durably (off the async threads).
+async fn record(state: &Arc<AppState>, snap: &Snapshot) -> Result<(), ApiError> {
+    let st = state.clone();
+    let s = snap.clone();
+    tokio::task::spawn_blocking(move || st.snapshots.insert(s))
+        .await
+        .map_err(blocking_err)?
+}
+
 fn blocking_err(e: tokio::task::JoinError) -> ApiError {
     ApiError::Internal(e.into())
 }
@@ -91,11 +113,7 @@ pub(super) async fn create(
             "ttl must be between 1 and {MAX_TTL} seconds"
         )));
     }
-    if body.name.as_ref().is_some_and(|n| n.len() > MAX_NAME) {
-        return Err(ApiError::InvalidRequest(format!(
-            "name is longer than {MAX_NAME} bytes"
-        )));
-    }
+    check_name(body.name.as_deref())?;
     let sb = state.registry.get(id).await?;
     let rel = resolve_dir(&sb, body.dir.as_deref())?;
     if http::wants_sse(req.headers()) {
@@ -179,11 +197,7 @@ async fn create_snapshot(
         expires_at,
         expires_unix,
     };
-    let st = state.clone();
-    let s2 = snap.clone();
-    tokio::task::spawn_blocking(move || st.snapshots.insert(s2))
-        .await
-        .map_err(blocking_err)??;
+    record(state, &snap).await?;
     let ms = started.elapsed().as_secs_f64() * 1e3;
     tracing::info!(snapshot = %snap.id, sandbox = %id, layers = snap.layers.len(), ms, "snapshot created");
     let mut v = view(&snap);
@@ -410,11 +424,7 @@ pub(super) async fn export(state: &Arc<AppState>, snap: &str) -> Result<Response
         .map_err(blocking_err)??;
         s.layers = vec![img.id];
         s.size = img.size;
-        let st = state.clone();
-        let s2 = s.clone();
-        tokio::task::spawn_blocking(move || st.snapshots.insert(s2))
-            .await
-            .map_err(blocking_err)??;
+        record(state, &s).await?;
     }
     let path = state.registry.workspaces.store.path(&s.layers[0]);
     let file = tokio::fs::File::open(&path)
@@ -442,18 +452,13 @@ pub(super) async fn export(state: &Arc<AppState>, snap: &str) -> Result<Response
     Ok(resp)
 }
 
-/// Imports a `.sqfs` already streamed to `file` (see [`super::serve`]): validates it fully and
-/// records a snapshot of it.
+/// Imports a `.sqfs` already streamed to `file` (see [`super::serve`], which checked `name`
+/// with [`check_name`] before the upload): validates it fully and records a snapshot of it.
 pub(super) async fn import(
     state: &Arc<AppState>,
     file: tempfile::TempPath,
     name: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
-    if name.as_ref().is_some_and(|n| n.len() > MAX_NAME) {
-        return Err(ApiError::InvalidRequest(format!(
-            "name is longer than {MAX_NAME} bytes"
-        )));
-    }
     let _gc = state.registry.workspaces.gc.read().await;
     let ws = state.registry.workspaces.clone();
     let img = tokio::task::spawn_blocking(move || {
@@ -477,11 +482,7 @@ pub(super) async fn import(
         expires_at: None,
         expires_unix: None,
     };
-    let st = state.clone();
-    let s2 = snap.clone();
-    tokio::task::spawn_blocking(move || st.snapshots.insert(s2))
-        .await
-        .map_err(blocking_err)??;
+    record(state, &snap).await?;
     Ok(http::json(StatusCode::CREATED, &view(&snap)))
 }
 

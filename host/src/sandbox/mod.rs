@@ -222,19 +222,28 @@ impl Registry {
             let Ok(id) = SandboxId::parse(&name) else {
                 continue; // leftovers of an interrupted delete (".trash-*") and foreign files
             };
-            match std::fs::read(entry.path().join("meta.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            {
-                Some(v) => referenced.extend(v["upper"].as_str().map(str::to_owned)),
-                None => sweep = false,
-            }
-            match load(&entry.path(), id.clone(), &workspaces, &volumes) {
+            let meta = match read_meta(&entry.path()) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    sweep = false;
+                    tracing::warn!(sandbox = %name, error = %e, "skipping unreadable sandbox");
+                    continue;
+                }
+            };
+            referenced.extend(meta.layout.upper.clone());
+            match load(
+                &entry.path(),
+                id.clone(),
+                meta,
+                &workspaces,
+                &volumes,
+                false,
+            ) {
                 Ok(sb) => {
                     sandboxes.insert(id, Arc::new(sb));
                 }
                 Err(e) => {
-                    tracing::warn!(sandbox = %name, error = %e, "skipping unreadable sandbox")
+                    tracing::warn!(sandbox = %name, error = %e, "skipping unloadable sandbox")
                 }
             }
         }
@@ -303,7 +312,8 @@ impl Registry {
             });
             std::fs::create_dir_all(dir.join("tmp")).map_err(|e| io_err("create tmp", e))?;
             write_meta(&dir, &meta)?;
-            let sb = load_adopted(&dir, id, &ws, &vols, spare.is_some())?;
+            let adopted = spare.is_some();
+            let sb = load(&dir, id, meta, &ws, &vols, adopted)?;
             if let Some(s) = spare {
                 *sb.spares
                     .lock()
@@ -368,7 +378,7 @@ impl Registry {
                 }
                 std::fs::create_dir_all(dir.join("tmp")).map_err(|e| io_err("create tmp", e))?;
                 write_meta(dir, meta)?;
-                load(dir, id.clone(), &ws, &vols)
+                load(dir, id.clone(), meta.clone(), &ws, &vols, false)
             };
             let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
             let chunk = metas.len().div_ceil(threads).max(1);
@@ -484,27 +494,23 @@ fn adopt_slot(ws: &Workspaces, spare: &Spare, dir: &Path, id: &str) -> Option<La
     ok.then(|| spare.layout.clone())
 }
 
-/// Loads a sandbox from its folder, bringing its workspace up.
+/// Reads a sandbox's `meta.json`.
+fn read_meta(dir: &Path) -> Result<SandboxMeta, ApiError> {
+    let raw = std::fs::read(dir.join("meta.json")).map_err(|e| io_err("read meta.json", e))?;
+    serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("parse meta.json")))
+}
+
+/// Makes the live sandbox of folder `dir` described by `meta`, bringing its workspace up;
+/// `adopted` says its view is already in place (taken from a pool slot).
 fn load(
     dir: &Path,
     id: SandboxId,
-    ws: &Workspaces,
-    volumes: &Volumes,
-) -> Result<Sandbox, ApiError> {
-    load_adopted(dir, id, ws, volumes, false)
-}
-
-/// Loads a sandbox; `adopted` says its view is already in place (taken from a pool slot).
-fn load_adopted(
-    dir: &Path,
-    id: SandboxId,
+    mut meta: SandboxMeta,
     ws: &Workspaces,
     volumes: &Volumes,
     adopted: bool,
 ) -> Result<Sandbox, ApiError> {
-    let raw = std::fs::read(dir.join("meta.json")).map_err(|e| io_err("read meta.json", e))?;
-    let mut meta: SandboxMeta = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("parse meta.json")))?;
     if !adopted {
         let layout = ws
             .attach(id.as_str(), dir, &meta.layout)
