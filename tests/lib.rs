@@ -216,6 +216,18 @@ impl Server {
         )
     }
 
+    /// `POST path` with raw bytes (`application/octet-stream`).
+    #[must_use]
+    pub fn post_bytes(&self, path: &str, body: &[u8]) -> Answer {
+        Self::answer(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/octet-stream")
+                .header("authorization", self.auth())
+                .send(body),
+        )
+    }
+
     /// `PUT path` with raw bytes.
     #[must_use]
     pub fn put_bytes(&self, path: &str, body: &[u8]) -> Answer {
@@ -245,18 +257,13 @@ impl Server {
             .send(body.to_string())
             .expect("request reached the server");
         let status = resp.status().as_u16();
-        let reader = BufReader::new(resp.body_mut().as_reader());
         let mut events = Vec::new();
-        let mut name = String::new();
-        for line in reader.lines() {
-            let line = line.expect("read stream");
-            if let Some(v) = line.strip_prefix("event: ") {
-                name = v.to_owned();
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                let data = serde_json::from_str(v).expect("event data is JSON");
-                events.push((std::mem::take(&mut name), data, Instant::now()));
-            }
-        }
+        read_sse(BufReader::new(resp.body_mut().as_reader()), |name, data| {
+            let data = serde_json::from_str(data).expect("event data is JSON");
+            events.push((name, data, Instant::now()));
+            true
+        })
+        .expect("read stream");
         (status, events)
     }
 
@@ -286,19 +293,14 @@ impl Server {
             return (status, rx);
         }
         std::thread::spawn(move || {
-            let reader = BufReader::new(resp.into_body().into_reader());
-            let mut name = String::new();
-            for line in reader.lines() {
-                let Ok(line) = line else { return };
-                if let Some(v) = line.strip_prefix("event: ") {
-                    name = v.to_owned();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    let data = serde_json::from_str(v).unwrap_or(Value::Null);
-                    if tx.send((std::mem::take(&mut name), data)).is_err() {
-                        return;
-                    }
-                }
-            }
+            // A read error ends the stream like its end does.
+            let _ = read_sse(
+                BufReader::new(resp.into_body().into_reader()),
+                |name, data| {
+                    let data = serde_json::from_str(data).unwrap_or(Value::Null);
+                    tx.send((name, data)).is_ok()
+                },
+            );
         });
         (status, rx)
     }
@@ -406,6 +408,29 @@ impl Drop for Server {
                 .status();
         }
     }
+}
+
+/// Reads Server-Sent Events, calling `each(event name, data)` for each until it returns false or
+/// the stream ends.
+///
+/// # Errors
+/// A failed read of the stream.
+pub fn read_sse(
+    reader: impl BufRead,
+    mut each: impl FnMut(String, &str) -> bool,
+) -> std::io::Result<()> {
+    let mut name = String::new();
+    for line in reader.lines() {
+        let line = line?;
+        if let Some(v) = line.strip_prefix("event: ") {
+            name = v.to_owned();
+        } else if let Some(v) = line.strip_prefix("data: ")
+            && !each(std::mem::take(&mut name), v)
+        {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Runs the `hybox` CLI against `server`, returning (exit code, stdout, stderr).

@@ -802,39 +802,13 @@ fn request_body(doc: &Value, o: &Operation, fx: &Fixtures) -> Body {
     }
 }
 
-/// `POST path` with raw bytes (the harness posts only JSON).
-fn post_bytes(s: &Server, path: &str, body: &[u8]) -> Answer {
-    let mut req = hybox_tests::agent()
-        .post(format!("{}{path}", s.base))
-        .header("content-type", "application/octet-stream");
-    if let Some(t) = &s.token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let mut resp = req.send(body).expect("request reached the server");
-    let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let bytes = resp.body_mut().read_to_vec().expect("read body");
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Answer {
-        status,
-        json,
-        bytes,
-        content_type,
-    }
-}
-
 fn send(s: &Server, method: &str, path: &str, body: &Body) -> Answer {
     match (method, body) {
         ("GET", Body::None) => s.get(path),
         ("DELETE", Body::None) => s.delete(path),
         ("POST", Body::None) => s.post(path, &json!({})),
         ("POST", Body::Json(v)) => s.post(path, v),
-        ("POST", Body::Bytes(b)) => post_bytes(s, path, b),
+        ("POST", Body::Bytes(b)) => s.post_bytes(path, b),
         ("PUT", Body::None) => s.put_bytes(path, b""),
         ("PUT", Body::Json(v)) => s.put(path, v),
         ("PUT", Body::Bytes(b)) => s.put_bytes(path, b),
@@ -1286,7 +1260,7 @@ fn error_answers_match_the_error_schema() {
             Req::Delete => s.delete(&path),
             Req::Post(body) => s.post(&path, body),
             Req::Put(body) => s.put(&path, body),
-            Req::PostBytes(body) => post_bytes(&s, &path, body),
+            Req::PostBytes(body) => s.post_bytes(&path, body),
         };
         check_error(&doc, find(id), &a, code);
     }
