@@ -1,0 +1,1 @@
+//! How a session's shell state crosses into a container command and back.
