@@ -3,10 +3,49 @@
 //! (exec, logs, PTY, port connect) keeps its connection, and dropping the stream ends it (an
 //! exec's process group is killed when its connection closes).
 //!
-//! CONTRACT (host code is written against these signatures; keep them).
+//! The wire protocol lives in `agent/src/proto.rs`, compiled into both the agent and this client.
+//! The agent binary itself is built by this crate's build script (static, std only) and embedded
+//! here: [`install_binary`] writes it where the runtime mounts it into the container.
+//!
+//! The agent runs as `hybox-agent --listen-fd 3 --state DIR` in a container (or
+//! `--socket PATH --state DIR` natively). Its state dir holds `procs/<id>/record` (text,
+//! replaced atomically), `procs/<id>/stdout`, `procs/<id>/stderr` (each capped at 8 MiB, the
+//! oldest half dropped past it) and `procs/<id>/truncated` once something was dropped.
+//!
+//! ```no_run
+//! # async fn demo() -> hybox_container_fallback::agent::Result<()> {
+//! use hybox_container_fallback::agent::{AgentClient, ExecEvent, ExecSpec};
+//! let client = AgentClient::new("/run/hybox/sb1/agent.sock");
+//! let mut run = client
+//!     .exec(ExecSpec { argv: vec!["echo".into(), "hi".into()], ..ExecSpec::default() })
+//!     .await?;
+//! while let Some(event) = run.next().await? {
+//!     if let ExecEvent::Stdout(bytes) = event {
+//!         print!("{}", String::from_utf8_lossy(&bytes));
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+#[allow(
+    dead_code,
+    reason = "shared with the agent, which uses other parts of it"
+)]
+#[path = "../agent/src/proto.rs"]
+mod proto;
+
+use proto::{Map, Record, Status, kind};
 
 /// Errors of the agent client.
 #[derive(Debug, thiserror::Error)]
@@ -79,16 +118,40 @@ pub enum ExecEvent {
 /// A running foreground command; dropping it kills the command's process group.
 #[derive(Debug)]
 pub struct ExecStream {
-    _private: (),
+    conn: Option<Conn>,
+    pid: u32,
 }
 
 impl ExecStream {
-    /// The next event, `None` after `Exit`.
+    /// The next event, `None` after `Exit`. Cancel-safe.
     ///
     /// # Errors
     /// The agent went away or broke the protocol.
     pub async fn next(&mut self) -> Result<Option<ExecEvent>> {
-        Err(AgentError::Unreachable("not implemented".into()))
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        let (k, payload) = conn.read_frame().await?;
+        match k {
+            kind::STDOUT => Ok(Some(ExecEvent::Stdout(payload))),
+            kind::STDERR => Ok(Some(ExecEvent::Stderr(payload))),
+            kind::EXIT => {
+                self.conn = None;
+                let m = decode(&payload)?;
+                Ok(Some(ExecEvent::Exit {
+                    code: m.opt_i32("code").map_err(protocol)?,
+                    signal: m.opt_i32("signal").map_err(protocol)?,
+                    state: m.bytes("state").map_err(protocol)?.to_vec(),
+                }))
+            }
+            other => Err(unexpected(other, &payload)),
+        }
+    }
+
+    /// The command's pid (and process group) inside the container.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 }
 
@@ -184,16 +247,39 @@ pub enum LogEvent {
 /// A followed log; dropping it stops following.
 #[derive(Debug)]
 pub struct LogFollow {
-    _private: (),
+    conn: Option<Conn>,
 }
 
 impl LogFollow {
-    /// The next event, `None` after `Exit`.
+    /// The next event, `None` after `Exit`. Cancel-safe.
     ///
     /// # Errors
     /// The agent went away.
     pub async fn next(&mut self) -> Result<Option<LogEvent>> {
-        Err(AgentError::Unreachable("not implemented".into()))
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        let (k, payload) = conn.read_frame().await?;
+        match k {
+            kind::LOG_DATA => {
+                let m = decode(&payload)?;
+                let stream = match m.str("stream").map_err(protocol)? {
+                    "stdout" => LogStream::Stdout,
+                    "stderr" => LogStream::Stderr,
+                    s => return Err(AgentError::Protocol(format!("unknown log stream {s}"))),
+                };
+                Ok(Some(LogEvent::Data {
+                    stream,
+                    data: m.bytes("data").map_err(protocol)?.to_vec(),
+                    timestamp_ms: m.u64("timestamp_ms").map_err(protocol)?,
+                }))
+            }
+            kind::PROC_EXIT => {
+                self.conn = None;
+                Ok(Some(LogEvent::Exit(proc_info(&decode(&payload)?)?)))
+            }
+            other => Err(unexpected(other, &payload)),
+        }
     }
 }
 
@@ -229,7 +315,9 @@ pub enum PtyEvent {
 /// A live PTY; dropping it hangs the terminal up (SIGHUP to its session).
 #[derive(Debug)]
 pub struct Pty {
-    _private: (),
+    conn: Conn,
+    ended: bool,
+    pid: u32,
 }
 
 impl Pty {
@@ -237,24 +325,50 @@ impl Pty {
     ///
     /// # Errors
     /// The agent went away.
-    pub async fn input(&mut self, _bytes: &[u8]) -> Result<()> {
-        Err(AgentError::Unreachable("not implemented".into()))
+    pub async fn input(&mut self, bytes: &[u8]) -> Result<()> {
+        for chunk in bytes.chunks(proto::CHUNK) {
+            self.conn.write_frame(kind::PTY_INPUT, chunk).await?;
+        }
+        Ok(())
     }
 
     /// Resizes the terminal.
     ///
     /// # Errors
     /// The agent went away.
-    pub async fn resize(&mut self, _cols: u16, _rows: u16) -> Result<()> {
-        Err(AgentError::Unreachable("not implemented".into()))
+    pub async fn resize(&mut self, cols: u16, rows: u16) -> Result<()> {
+        let m = Map::new().with("cols", cols).with("rows", rows);
+        self.conn.write_frame(kind::PTY_RESIZE, &m.encode()).await
     }
 
-    /// The next output, `None` after `Exit`.
+    /// The next output, `None` after `Exit`. Cancel-safe (it may sit in a `select!` with
+    /// the input side).
     ///
     /// # Errors
     /// The agent went away.
     pub async fn next(&mut self) -> Result<Option<PtyEvent>> {
-        Err(AgentError::Unreachable("not implemented".into()))
+        if self.ended {
+            return Ok(None);
+        }
+        let (k, payload) = self.conn.read_frame().await?;
+        match k {
+            kind::PTY_OUTPUT => Ok(Some(PtyEvent::Output(payload))),
+            kind::PTY_EXIT => {
+                self.ended = true;
+                let m = decode(&payload)?;
+                Ok(Some(PtyEvent::Exit {
+                    code: m.opt_i32("code").map_err(protocol)?,
+                    signal: m.opt_i32("signal").map_err(protocol)?,
+                }))
+            }
+            other => Err(unexpected(other, &payload)),
+        }
+    }
+
+    /// The program's pid (its session) inside the container.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 }
 
@@ -284,23 +398,44 @@ impl AgentClient {
     /// # Errors
     /// [`AgentError::Unreachable`].
     pub async fn ping(&self) -> Result<AgentInfo> {
-        Err(AgentError::Unreachable("not implemented".into()))
+        let m = self.call(kind::PING, &Map::new()).await?;
+        Ok(AgentInfo {
+            version: m.str("agent").map_err(protocol)?.to_owned(),
+            pid: pid_of(&m)?,
+        })
     }
 
     /// Runs a foreground command.
     ///
     /// # Errors
     /// The agent is unreachable or the program cannot be started (then `Refused` with why).
-    pub async fn exec(&self, _spec: ExecSpec) -> Result<ExecStream> {
-        Err(AgentError::Unreachable("not implemented".into()))
+    pub async fn exec(&self, spec: ExecSpec) -> Result<ExecStream> {
+        let req = Map::new()
+            .with("argv", proto::strings(&spec.argv))
+            .with("env", proto::pairs(&spec.env))
+            .with("cwd", spec.cwd)
+            .with("stdin", spec.stdin)
+            .with("state_fd", spec.state_fd);
+        let mut conn = Conn::open(&self.socket, kind::EXEC, &req).await?;
+        let m = conn.expect_ok().await?;
+        Ok(ExecStream {
+            conn: Some(conn),
+            pid: pid_of(&m)?,
+        })
     }
 
     /// Starts a background process (own process group, logs kept on disk).
     ///
     /// # Errors
     /// `Exists` for a used id; `Refused` when it cannot start.
-    pub async fn start_process(&self, _spec: ProcSpec) -> Result<ProcInfo> {
-        Err(AgentError::Unreachable("not implemented".into()))
+    pub async fn start_process(&self, spec: ProcSpec) -> Result<ProcInfo> {
+        let req = Map::new()
+            .with("id", spec.id)
+            .with("argv", proto::strings(&spec.argv))
+            .with("command", spec.command)
+            .with("env", proto::pairs(&spec.env))
+            .with("cwd", spec.cwd);
+        proc_info(&self.call(kind::START, &req).await?)
     }
 
     /// Every process, running and ended, oldest first.
@@ -308,47 +443,64 @@ impl AgentClient {
     /// # Errors
     /// The agent is unreachable.
     pub async fn list_processes(&self) -> Result<Vec<ProcInfo>> {
-        Err(AgentError::Unreachable("not implemented".into()))
+        let m = self.call(kind::LIST, &Map::new()).await?;
+        m.maps("procs")
+            .map_err(protocol)?
+            .into_iter()
+            .map(proc_info)
+            .collect()
     }
 
     /// One process.
     ///
     /// # Errors
     /// `NotFound`.
-    pub async fn get_process(&self, _id: &str) -> Result<ProcInfo> {
-        Err(AgentError::Unreachable("not implemented".into()))
+    pub async fn get_process(&self, id: &str) -> Result<ProcInfo> {
+        proc_info(&self.call(kind::GET, &Map::new().with("id", id)).await?)
     }
 
     /// Sends `signal` to a process's group; its info after.
     ///
     /// # Errors
     /// `NotFound`.
-    pub async fn kill_process(&self, _id: &str, _signal: i32) -> Result<ProcInfo> {
-        Err(AgentError::Unreachable("not implemented".into()))
+    pub async fn kill_process(&self, id: &str, signal: i32) -> Result<ProcInfo> {
+        let req = Map::new().with("id", id).with("signal", signal);
+        proc_info(&self.call(kind::KILL, &req).await?)
     }
 
     /// Sends `signal` to every running process; how many.
     ///
     /// # Errors
     /// The agent is unreachable.
-    pub async fn kill_all(&self, _signal: i32) -> Result<usize> {
-        Err(AgentError::Unreachable("not implemented".into()))
+    pub async fn kill_all(&self, signal: i32) -> Result<usize> {
+        let m = self
+            .call(kind::KILL_ALL, &Map::new().with("signal", signal))
+            .await?;
+        let n = m.u64("count").map_err(protocol)?;
+        usize::try_from(n).map_err(|_| AgentError::Protocol(format!("count {n} out of range")))
     }
 
     /// The accumulated logs.
     ///
     /// # Errors
     /// `NotFound`.
-    pub async fn logs(&self, _id: &str) -> Result<Logs> {
-        Err(AgentError::Unreachable("not implemented".into()))
+    pub async fn logs(&self, id: &str) -> Result<Logs> {
+        let m = self.call(kind::LOGS, &Map::new().with("id", id)).await?;
+        Ok(Logs {
+            stdout: m.bytes("stdout").map_err(protocol)?.to_vec(),
+            stderr: m.bytes("stderr").map_err(protocol)?.to_vec(),
+            truncated: m.bool("truncated").map_err(protocol)?,
+        })
     }
 
     /// Follows the logs: what is kept first, then new chunks as they come, then `Exit`.
     ///
     /// # Errors
     /// `NotFound`.
-    pub async fn follow_logs(&self, _id: &str) -> Result<LogFollow> {
-        Err(AgentError::Unreachable("not implemented".into()))
+    pub async fn follow_logs(&self, id: &str) -> Result<LogFollow> {
+        let mut conn = Conn::open(&self.socket, kind::FOLLOW, &Map::new().with("id", id)).await?;
+        conn.expect_ok().await?;
+        Ok(LogFollow { conn: Some(conn) })
     }
 
     /// Waits until something accepts TCP connections on `port` (127.0.0.1 or any address in
@@ -356,24 +508,51 @@ impl AgentClient {
     ///
     /// # Errors
     /// The agent is unreachable.
-    pub async fn wait_port(&self, _port: u16, _timeout: Duration) -> Result<bool> {
-        Err(AgentError::Unreachable("not implemented".into()))
+    pub async fn wait_port(&self, port: u16, timeout: Duration) -> Result<bool> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let req = Map::new().with("port", port).with("timeout_ms", ms);
+        let m = self.call(kind::WAIT_PORT, &req).await?;
+        m.bool("open").map_err(protocol)
     }
 
     /// A byte stream to `127.0.0.1:port` inside the container (the agent splices it).
     ///
     /// # Errors
     /// `Refused` when nothing listens there.
-    pub async fn connect(&self, _port: u16) -> Result<tokio::net::UnixStream> {
-        Err(AgentError::Unreachable("not implemented".into()))
+    pub async fn connect(&self, port: u16) -> Result<tokio::net::UnixStream> {
+        let mut conn =
+            Conn::open(&self.socket, kind::CONNECT, &Map::new().with("port", port)).await?;
+        conn.expect_ok().await?;
+        // Frames are read exactly, never past their end: nothing of the spliced bytes is
+        // buffered here.
+        debug_assert!(conn.buf.is_empty());
+        Ok(conn.stream)
     }
 
     /// Opens a PTY running `spec`.
     ///
     /// # Errors
     /// `Refused` when the program cannot start.
-    pub async fn pty(&self, _spec: PtySpec) -> Result<Pty> {
-        Err(AgentError::Unreachable("not implemented".into()))
+    pub async fn pty(&self, spec: PtySpec) -> Result<Pty> {
+        let req = Map::new()
+            .with("argv", proto::strings(&spec.argv))
+            .with("env", proto::pairs(&spec.env))
+            .with("cwd", spec.cwd)
+            .with("cols", spec.cols)
+            .with("rows", spec.rows);
+        let mut conn = Conn::open(&self.socket, kind::PTY, &req).await?;
+        let m = conn.expect_ok().await?;
+        Ok(Pty {
+            conn,
+            ended: false,
+            pid: pid_of(&m)?,
+        })
+    }
+
+    /// A one-answer request.
+    async fn call(&self, request: u8, req: &Map) -> Result<Map> {
+        let mut conn = Conn::open(&self.socket, request, req).await?;
+        conn.expect_ok().await
     }
 }
 
@@ -383,11 +562,37 @@ impl AgentClient {
 /// # Errors
 /// I/O.
 pub fn install_binary(dir: &Path) -> std::io::Result<PathBuf> {
-    Err(std::io::Error::other(format!(
-        "agent not built into this binary ({})",
-        dir.display()
-    )))
+    let dest = dir.join(BINARY_NAME);
+    if fs::read(&dest).is_ok_and(|b| b == AGENT_BINARY) {
+        return Ok(dest);
+    }
+    fs::create_dir_all(dir)?;
+    static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".{BINARY_NAME}.{}.{}.tmp",
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(AGENT_BINARY)?;
+        f.set_permissions(fs::Permissions::from_mode(0o755))?;
+        f.sync_all()?;
+        drop(f);
+        // Atomic: a running agent keeps its old inode, a new one sees the whole file.
+        fs::rename(&tmp, &dest)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map(|()| dest)
 }
+
+/// File name of the agent binary [`install_binary`] writes.
+pub const BINARY_NAME: &str = "hybox-agent";
+
+/// The static agent executable built for this crate's target.
+const AGENT_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hybox-agent"));
 
 /// The process records the agent keeps in its state dir (readable while the container is
 /// stopped: processes that were running then are `Lost`).
@@ -395,8 +600,34 @@ pub fn install_binary(dir: &Path) -> std::io::Result<PathBuf> {
 /// # Errors
 /// I/O.
 pub fn read_records(state_dir: &Path) -> Result<Vec<ProcInfo>> {
-    let _ = state_dir;
-    Ok(Vec::new())
+    let root = state_dir.join(proto::PROCS_DIR);
+    let entries = match fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut records = Vec::new();
+    for entry in entries {
+        let dir = entry?.path();
+        let text = match fs::read_to_string(dir.join(proto::RECORD_FILE)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match Record::from_text(&text) {
+            Ok(mut r) => {
+                if r.status == Status::Running {
+                    r.status = Status::Lost;
+                }
+                records.push(r);
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "skipping a bad process record")
+            }
+        }
+    }
+    records.sort_by_key(|r| (r.started_at_ms, r.seq));
+    Ok(records.into_iter().map(info_from_record).collect())
 }
 
 /// The kept logs of a process from the state dir (while stopped).
@@ -404,6 +635,181 @@ pub fn read_records(state_dir: &Path) -> Result<Vec<ProcInfo>> {
 /// # Errors
 /// `NotFound`.
 pub fn read_logs(state_dir: &Path, id: &str) -> Result<Logs> {
-    let _ = state_dir;
-    Err(AgentError::NotFound(id.to_owned()))
+    if !proto::valid_id(id) {
+        return Err(AgentError::NotFound(id.to_owned()));
+    }
+    let dir = state_dir.join(proto::PROCS_DIR).join(id);
+    if !dir.join(proto::RECORD_FILE).is_file() {
+        return Err(AgentError::NotFound(id.to_owned()));
+    }
+    let read = |name: &str| match fs::read(dir.join(name)) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(AgentError::Io(e)),
+    };
+    Ok(Logs {
+        stdout: read(proto::STDOUT_FILE)?,
+        stderr: read(proto::STDERR_FILE)?,
+        truncated: dir.join(proto::TRUNCATED_FILE).exists(),
+    })
+}
+
+/// How long connecting and the version exchange may take before the agent counts as
+/// unreachable (a wedged agent must not hang its caller).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One connection to the agent: frames are read exactly (never past a frame's end, so a
+/// `CONNECT` stream hands over with nothing buffered) and cancel-safely (a partial frame stays
+/// in `buf` across a cancelled read).
+#[derive(Debug)]
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Connects, says hello and sends `request` in one write, then checks the agent's hello.
+    async fn open(socket: &Path, request: u8, req: &Map) -> Result<Conn> {
+        let mut out = proto::frame(
+            kind::HELLO,
+            &Map::new().with("version", proto::PROTOCOL_VERSION).encode(),
+        )
+        .map_err(protocol)?;
+        out.extend(
+            proto::frame(request, &req.encode())
+                .map_err(|e| AgentError::Refused(format!("request too large: {e}")))?,
+        );
+        let hello = async {
+            let stream = UnixStream::connect(socket)
+                .await
+                .map_err(|e| AgentError::Unreachable(format!("{}: {e}", socket.display())))?;
+            let mut conn = Conn {
+                stream,
+                buf: Vec::new(),
+            };
+            conn.stream
+                .write_all(&out)
+                .await
+                .map_err(|e| AgentError::Unreachable(format!("{}: {e}", socket.display())))?;
+            let (k, payload) = conn.read_frame().await?;
+            match k {
+                kind::HELLO => {
+                    let v = decode(&payload)?.u64("version").map_err(protocol)?;
+                    if v != proto::PROTOCOL_VERSION {
+                        return Err(AgentError::Protocol(format!(
+                            "agent speaks protocol {v}, not {}",
+                            proto::PROTOCOL_VERSION
+                        )));
+                    }
+                    Ok(conn)
+                }
+                other => Err(unexpected(other, &payload)),
+            }
+        };
+        tokio::time::timeout(HELLO_TIMEOUT, hello)
+            .await
+            .map_err(|_| {
+                AgentError::Unreachable(format!(
+                    "{}: no answer within {HELLO_TIMEOUT:?}",
+                    socket.display()
+                ))
+            })?
+    }
+
+    async fn read_frame(&mut self) -> Result<(u8, Vec<u8>)> {
+        loop {
+            let need = if let [a, b, c, d, k, ..] = self.buf[..] {
+                let (k, len) = proto::parse_header(&[a, b, c, d, k]).map_err(protocol)?;
+                if self.buf.len() == proto::HEADER + len {
+                    let payload = self.buf.split_off(proto::HEADER);
+                    self.buf.clear();
+                    return Ok((k, payload));
+                }
+                proto::HEADER + len
+            } else {
+                proto::HEADER
+            };
+            let want = need - self.buf.len();
+            self.buf.reserve(want);
+            let n = (&mut self.stream)
+                .take(want as u64)
+                .read_buf(&mut self.buf)
+                .await?;
+            if n == 0 {
+                return Err(AgentError::Unreachable(
+                    "the agent closed the connection".into(),
+                ));
+            }
+        }
+    }
+
+    async fn write_frame(&mut self, k: u8, payload: &[u8]) -> Result<()> {
+        let f = proto::frame(k, payload).map_err(protocol)?;
+        self.stream.write_all(&f).await?;
+        Ok(())
+    }
+
+    /// The answer to the request: `OK`'s fields or the agent's error.
+    async fn expect_ok(&mut self) -> Result<Map> {
+        let (k, payload) = self.read_frame().await?;
+        match k {
+            kind::OK => decode(&payload),
+            other => Err(unexpected(other, &payload)),
+        }
+    }
+}
+
+fn protocol(e: proto::ProtoError) -> AgentError {
+    AgentError::Protocol(e.0)
+}
+
+fn decode(payload: &[u8]) -> Result<Map> {
+    Map::decode(payload).map_err(protocol)
+}
+
+/// An `ERROR` frame as its error, anything else out of place as a protocol error.
+fn unexpected(k: u8, payload: &[u8]) -> AgentError {
+    if k != kind::ERROR {
+        return AgentError::Protocol(format!("unexpected frame type {k:#x}"));
+    }
+    let m = match Map::decode(payload) {
+        Ok(m) => m,
+        Err(e) => return protocol(e),
+    };
+    let message = m.str_or_empty("message").unwrap_or_default().to_owned();
+    match m.str("kind").unwrap_or_default() {
+        proto::error::NOT_FOUND => AgentError::NotFound(message),
+        proto::error::EXISTS => AgentError::Exists(message),
+        proto::error::REFUSED => AgentError::Refused(message),
+        _ => AgentError::Protocol(message),
+    }
+}
+
+fn pid_of(m: &Map) -> Result<u32> {
+    let pid = m.u64("pid").map_err(protocol)?;
+    u32::try_from(pid).map_err(|_| AgentError::Protocol(format!("pid {pid} out of range")))
+}
+
+fn info_from_record(r: Record) -> ProcInfo {
+    ProcInfo {
+        status: match r.status {
+            Status::Running => ProcStatus::Running,
+            Status::Completed => ProcStatus::Completed,
+            Status::Failed => ProcStatus::Failed,
+            Status::Killed => ProcStatus::Killed,
+            Status::Lost => ProcStatus::Lost,
+        },
+        id: r.id,
+        pid: r.pid,
+        command: r.command,
+        cwd: r.cwd,
+        exit_code: r.exit_code,
+        signal: r.signal,
+        started_at_ms: r.started_at_ms,
+        ended_at_ms: r.ended_at_ms,
+    }
+}
+
+fn proc_info(m: &Map) -> Result<ProcInfo> {
+    Record::from_map(m).map(info_from_record).map_err(protocol)
 }
