@@ -1,9 +1,39 @@
 //! One OCI container per sandbox, driven by a real OCI runtime (runc or crun from the
 //! distribution; never our own).
 //!
-//! CONTRACT (host code is written against these signatures; keep them).
+//! Per container, under `<root>/<id>/`: `bundle/config.json`, `rootfs/` (an overlay of the
+//! image, mounted read-only once per image at `<root>/.images/<key>/`, and of `upper/` +
+//! `work/`, the writable layer that persists across stop and start), `state/` (the agent's,
+//! bound at `/.hybox/state`), `agent.sock` (a listening socket created here and handed to the
+//! agent as fd 3: the path is connectable on the host and does not exist inside),
+//! `console.log` (the runtime's and the agent's stdout and stderr) and `net` (the /30 of a
+//! container with network). The runtime's own state is private: `--root <root>/.runc`.
+//!
+//! Containers run detached: they outlive the host process, which finds them again through
+//! [`Runtime::running`] and cleans up with [`Runtime::cleanup_all`].
+//!
+//! Secure defaults: pid, ipc, uts, mount and network namespaces (only `lo` unless
+//! [`ContainerSpec::network`]), Docker's default capabilities, runc's masked and read-only
+//! paths, no device nodes beyond the standard ones, cgroup limits on memory (swap included),
+//! pids and CPU. There is no seccomp profile (runc applies none unless given one).
 
+mod cgroup;
+mod cli;
+mod command;
+mod detect;
+mod mounts;
+mod net;
+mod oci;
+
+use std::fs::{self, OpenOptions};
+use std::io::ErrorKind;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cli::OciCli;
 
 /// Errors of the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -128,10 +158,34 @@ pub struct Container {
     pub state_dir: PathBuf,
 }
 
+/// How long `stop` waits for a killed container's init to die.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The runtime.
 #[derive(Debug)]
 pub struct Runtime {
     config: RuntimeConfig,
+    info: RuntimeInfo,
+    cli: OciCli,
+    /// RLIMIT_NOFILE inside.
+    nofile: u64,
+    /// Serialises image mounts (with the overlay mounts on top of them, against
+    /// [`Runtime::unmount_images`]) and subnet allocation within this process.
+    lock: Mutex<()>,
+}
+
+/// A container's paths on the host.
+#[derive(Debug)]
+struct Layout {
+    dir: PathBuf,
+    bundle: PathBuf,
+    rootfs: PathBuf,
+    upper: PathBuf,
+    work: PathBuf,
+    state: PathBuf,
+    socket: PathBuf,
+    console: PathBuf,
+    pid_file: PathBuf,
 }
 
 impl Runtime {
@@ -141,48 +195,233 @@ impl Runtime {
     /// # Errors
     /// [`RuntimeError::Unavailable`] with the reason.
     pub fn detect(config: RuntimeConfig) -> Result<Self> {
-        Err(RuntimeError::Unavailable(format!(
-            "not implemented ({})",
-            config.root.display()
-        )))
+        if !rustix::process::geteuid().is_root() {
+            return Err(RuntimeError::Unavailable(
+                "needs root (CAP_SYS_ADMIN) for loop and overlay mounts".into(),
+            ));
+        }
+        let root_bytes = config.root.as_os_str().as_encoded_bytes();
+        if !config.root.is_absolute() || root_bytes.iter().any(|b| matches!(b, b',' | b':' | b'\\'))
+        {
+            return Err(RuntimeError::Unavailable(format!(
+                "the container root {} must be an absolute path without ',', ':' or '\\' (overlay options)",
+                config.root.display()
+            )));
+        }
+        let cgroup = cgroup::detect()?;
+        let (name, binary) = detect::choose(&config.oci, cgroup)?;
+        let is_crun = binary
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("crun"));
+        let hide_unified = is_crun && cgroup == CgroupMode::Hybrid;
+        if hide_unified && command::find("unshare").is_none() {
+            return Err(RuntimeError::Unavailable(
+                "crun on a hybrid cgroup host needs unshare (util-linux)".into(),
+            ));
+        }
+        let version = detect::version_of(&binary)?;
+        detect::require_filesystem("overlay")?;
+        detect::require_filesystem("squashfs")?;
+        if !Path::new("/dev/loop-control").exists() {
+            return Err(RuntimeError::Unavailable(
+                "no loop devices (/dev/loop-control is missing)".into(),
+            ));
+        }
+        let state_root = config.root.join(".runc");
+        fs::create_dir_all(&state_root)?;
+        fs::create_dir_all(config.root.join(".images"))?;
+        let info = RuntimeInfo {
+            name,
+            version,
+            binary: binary.clone(),
+            cgroup,
+        };
+        tracing::info!(
+            runtime = %info.name,
+            version = %info.version,
+            cgroup = ?info.cgroup,
+            hide_unified,
+            "container runtime detected"
+        );
+        Ok(Self {
+            cli: OciCli::new(binary, hide_unified, state_root),
+            config,
+            info,
+            nofile: detect::nofile_limit(),
+            lock: Mutex::new(()),
+        })
     }
 
     /// What was detected.
     #[must_use]
     pub fn info(&self) -> RuntimeInfo {
-        unreachable_info(&self.config)
+        self.info.clone()
     }
 
     /// Starts the container of `spec` (mounting its rootfs first) and returns once its init runs.
+    /// A container of the same id left from before (running or not) is stopped first.
     ///
     /// # Errors
     /// The runtime failed.
-    pub fn start(&self, _spec: &ContainerSpec) -> Result<Container> {
-        Err(RuntimeError::Unavailable("not implemented".into()))
+    pub fn start(&self, spec: &ContainerSpec) -> Result<Container> {
+        validate_id(&spec.id)?;
+        let layout = self.layout(&spec.id);
+        if self.cli.knows(&spec.id) || mounts::is_mount_point(&layout.rootfs) {
+            tracing::info!(id = %spec.id, "stopping a stale container first");
+            self.stop(&spec.id)?;
+        }
+        let sources = [&spec.workspace, &spec.tmp]
+            .into_iter()
+            .chain(spec.mounts.iter().map(|m| &m.source));
+        for source in sources {
+            if !source.exists() {
+                return Err(RuntimeError::Failed(format!(
+                    "mount source {} does not exist",
+                    source.display()
+                )));
+            }
+        }
+        if !self.config.agent_binary.is_file() {
+            return Err(RuntimeError::Failed(format!(
+                "agent binary {} does not exist",
+                self.config.agent_binary.display()
+            )));
+        }
+        create_private_dir(&layout.dir)?;
+        for dir in [
+            &layout.bundle,
+            &layout.rootfs,
+            &layout.upper,
+            &layout.work,
+            &layout.state,
+        ] {
+            fs::create_dir_all(dir)?;
+        }
+        {
+            let _guard = self.lock();
+            let lower = mounts::mount_image(&self.config.root.join(".images"), &spec.image)?;
+            mounts::mount_overlay(&lower, &layout.upper, &layout.work, &layout.rootfs)?;
+        }
+        let started = self.launch(spec, &layout);
+        if started.is_err()
+            && let Err(e) = self.stop(&spec.id)
+        {
+            tracing::warn!(id = %spec.id, error = %e, "cleanup after a failed start failed");
+        }
+        started
+    }
+
+    fn launch(&self, spec: &ContainerSpec, layout: &Layout) -> Result<Container> {
+        let config = oci::config(
+            spec,
+            &oci::Host {
+                rootfs: &layout.rootfs,
+                state: &layout.state,
+                agent: &self.config.agent_binary,
+                resolv_conf: Path::new("/etc/resolv.conf"),
+                nofile: self.nofile,
+            },
+        );
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| RuntimeError::Failed(format!("config.json: {e}")))?;
+        fs::write(layout.bundle.join("config.json"), json)?;
+        remove_if_present(&layout.socket)?;
+        remove_if_present(&layout.pid_file)?;
+        let listener = UnixListener::bind(&layout.socket)?;
+        let console = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&layout.console)?;
+        self.cli.run_detached(
+            &spec.id,
+            &layout.bundle,
+            &layout.pid_file,
+            listener.as_fd(),
+            console,
+        )?;
+        // The agent holds the socket now; the path stays connectable.
+        drop(listener);
+        let pid_text = fs::read_to_string(&layout.pid_file)?;
+        let pid: u32 = pid_text.trim().parse().map_err(|_| {
+            RuntimeError::Failed(format!(
+                "{}: not a pid: {pid_text:?}",
+                layout.pid_file.display()
+            ))
+        })?;
+        if spec.network {
+            let subnet = {
+                let _guard = self.lock();
+                net::allocate(&self.config.root, &spec.id)?
+            };
+            net::setup(&layout.dir, &spec.id, pid, subnet)?;
+        }
+        tracing::info!(id = %spec.id, pid, network = spec.network, "container started");
+        Ok(Container {
+            id: spec.id.clone(),
+            pid,
+            agent_socket: layout.socket.clone(),
+            state_dir: layout.state.clone(),
+        })
     }
 
     /// Whether the container `id` runs, and its init's host pid.
     ///
     /// # Errors
     /// The runtime failed.
-    pub fn running(&self, _id: &str) -> Result<Option<u32>> {
-        Ok(None)
+    pub fn running(&self, id: &str) -> Result<Option<u32>> {
+        validate_id(id)?;
+        Ok(self
+            .cli
+            .state(id)?
+            .filter(|s| s.status == "running" && s.pid != 0)
+            .map(|s| s.pid))
     }
 
     /// Stops the container (SIGKILL to all, delete, rootfs unmounted); its writable layer and
-    /// agent state stay for the next start.
+    /// agent state stay for the next start. Stopping what does not run is fine.
     ///
     /// # Errors
     /// The runtime failed.
-    pub fn stop(&self, _id: &str) -> Result<()> {
-        Ok(())
+    pub fn stop(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        let layout = self.layout(id);
+        if let Some(state) = self.cli.state(id)? {
+            if state.status != "stopped" {
+                if let Err(e) = self.cli.kill_all(id) {
+                    // It may have died in between; delete --force below settles it.
+                    tracing::debug!(id, error = %e, "kill failed");
+                }
+                wait_dead(state.pid, KILL_TIMEOUT);
+            }
+            if let Err(e) = self.cli.delete(id, false) {
+                tracing::debug!(id, error = %e, "delete failed; forcing");
+                self.cli.delete(id, true)?;
+            }
+        }
+        let network = net::teardown(&layout.dir, id);
+        mounts::unmount(&layout.rootfs)?;
+        remove_if_present(&layout.socket)?;
+        remove_if_present(&layout.pid_file)?;
+        tracing::info!(id, "container stopped");
+        network
     }
 
     /// Stops it and removes everything it had (writable layer, state).
     ///
     /// # Errors
-    /// The runtime failed.
-    pub fn destroy(&self, _id: &str) -> Result<()> {
+    /// The runtime failed, or something under the container's dir is still mounted.
+    pub fn destroy(&self, id: &str) -> Result<()> {
+        self.stop(id)?;
+        let layout = self.layout(id);
+        if mounts::is_mount_point(&layout.rootfs) {
+            return Err(RuntimeError::Failed(format!(
+                "refusing to remove {}: its rootfs is still mounted",
+                layout.dir.display()
+            )));
+        }
+        mounts::remove_tree(&layout.dir)?;
+        tracing::info!(id, "container destroyed");
         Ok(())
     }
 
@@ -191,7 +430,73 @@ impl Runtime {
     /// # Errors
     /// I/O.
     pub fn list(&self) -> Result<Vec<String>> {
-        Ok(Vec::new())
+        let entries = match fs::read_dir(&self.config.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            if !entry.file_type()?.is_dir() {
+                continue;
+            }
+            if let Ok(name) = entry.file_name().into_string()
+                && validate_id(&name).is_ok()
+            {
+                ids.push(name);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Stops every container under the root (and any the runtime still keeps state for) and
+    /// unmounts the images no container uses; for host start and shutdown. Failures are
+    /// logged, and the rest is still cleaned.
+    pub fn cleanup_all(&self) {
+        let mut ids = self.list().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list containers");
+            Vec::new()
+        });
+        ids.extend(
+            self.cli
+                .ids()
+                .into_iter()
+                .filter(|id| validate_id(id).is_ok()),
+        );
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            if let Err(e) = self.stop(&id) {
+                tracing::warn!(id, error = %e, "cannot stop container");
+            }
+        }
+        self.unmount_images();
+    }
+
+    /// Unmounts the image mounts under `<root>/.images/` that no container uses (a mounted
+    /// rootfs keeps its image busy) and removes their dirs.
+    pub fn unmount_images(&self) {
+        let _guard = self.lock();
+        let images = self.config.root.join(".images");
+        let Ok(entries) = fs::read_dir(&images) else {
+            return;
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            match mounts::unmount_if_unused(&path) {
+                Ok(true) => {
+                    if let Err(e) = fs::remove_dir(&path) {
+                        tracing::debug!(path = %path.display(), error = %e, "image dir kept");
+                    }
+                }
+                Ok(false) => tracing::debug!(path = %path.display(), "image in use"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot unmount image")
+                }
+            }
+        }
     }
 
     /// The agent state dir of `id` on the host.
@@ -199,20 +504,98 @@ impl Runtime {
     pub fn state_dir(&self, id: &str) -> PathBuf {
         self.config.root.join(id).join("state")
     }
-}
 
-fn unreachable_info(config: &RuntimeConfig) -> RuntimeInfo {
-    RuntimeInfo {
-        name: String::new(),
-        version: String::new(),
-        binary: config.agent_binary.clone(),
-        cgroup: CgroupMode::V2,
+    fn layout(&self, id: &str) -> Layout {
+        let dir = self.config.root.join(id);
+        let bundle = dir.join("bundle");
+        Layout {
+            rootfs: dir.join("rootfs"),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            state: dir.join("state"),
+            socket: dir.join("agent.sock"),
+            console: dir.join("console.log"),
+            pid_file: bundle.join("pid"),
+            bundle,
+            dir,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic elsewhere leaves nothing inconsistent.
+        self.lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 /// Whether `path` is a mount point (helper for cleanup).
 #[must_use]
 pub fn is_mount_point(path: &Path) -> bool {
-    let _ = path;
-    false
+    mounts::is_mount_point(path)
+}
+
+/// Ids name directories, runtime containers, cgroups and interfaces: `[a-z0-9-]`, 1..=64 bytes,
+/// not starting with `-`.
+fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::Failed(format!(
+            "invalid container id {id:?} (want [a-z0-9-], at most 64)"
+        )))
+    }
+}
+
+/// Creates the container's dir readable by root only: the agent socket in it runs anything as
+/// the container's root.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.into()),
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Waits until `pid` is gone or a zombie, at most `timeout`.
+fn wait_dead(pid: u32, timeout: Duration) {
+    if pid == 0 {
+        return;
+    }
+    let deadline = Instant::now() + timeout;
+    let stat = format!("/proc/{pid}/stat");
+    while Instant::now() < deadline {
+        let Ok(text) = fs::read_to_string(&stat) else {
+            return;
+        };
+        // The state follows the command name's closing parenthesis.
+        let state = text
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if matches!(state, Some('Z' | 'X') | None) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    tracing::warn!(pid, "container init still alive after SIGKILL");
 }
