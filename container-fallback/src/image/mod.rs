@@ -2,9 +2,38 @@
 //! mmdebstrap, or imported from a rootfs directory or an OCI image tarball; packed into squashfs
 //! by fs-layer and stored by content hash with a manifest.
 //!
-//! CONTRACT (host code is written against these signatures; keep them).
+//! A store directory holds `<id>.sqfs` (the squashfs; its sha256 is the id) and `<id>.json`
+//! (its [`ImageManifest`]). It may be shared by several data dirs and processes: every file is
+//! written to a temp file and renamed, and builds of one recipe take a lock (see `store.rs`).
+//!
+//! Every image gets the mountpoints the runtime needs (`/workspace`, `/.hybox`, `/proc`,
+//! `/sys`, `/dev`, `/tmp`, `/run`), an empty regular `/etc/resolv.conf` and an
+//! `/etc/hostname`. squashfs as fs-layer writes it keeps modes (setuid included), owners,
+//! symlinks and device nodes; it drops hard links (each becomes a copy) and extended
+//! attributes (file capabilities).
+//!
+//! ```no_run
+//! use hybox_container_fallback::image::{ImageStore, Recipe, build};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = ImageStore::open(std::path::Path::new("/var/lib/hybox/images"))?;
+//! let image = build(&store, &Recipe::default_recipe(), &|p| eprintln!("{p:?}"))?;
+//! println!("{} at {}", image.id, store.path(&image).display());
+//! # Ok(()) }
+//! ```
+
+mod build;
+mod import;
+mod layer;
+mod recipe;
+mod rootfs;
+mod store;
 
 use std::path::{Path, PathBuf};
+
+pub use recipe::{KeyringSpec, MIRROR_ENV, RecipeSpec};
+use recipe::{effective_mirror, hash_with_mirror};
+pub use rootfs::{DEFAULT_PATH, MOUNTPOINTS};
+pub use store::{is_id, now_rfc3339, rfc3339};
 
 /// Errors of image operations.
 #[derive(Debug, thiserror::Error)]
@@ -96,14 +125,26 @@ impl ImageStore {
     /// # Errors
     /// I/O.
     pub fn list(&self) -> Result<Vec<ImageManifest>> {
-        Ok(Vec::new())
+        self.read_all()
     }
 
-    /// The newest image called `name`, or the image with id `name`.
+    /// The newest image called `name`, or the image with id `name` (a unique prefix of at
+    /// least 8 hex digits of an id is accepted when no image has that name).
     ///
     /// # Errors
-    /// [`ImageError::NotFound`].
+    /// [`ImageError::NotFound`]; I/O.
     pub fn get(&self, name: &str) -> Result<ImageManifest> {
+        let all = self.read_all()?;
+        if let Some(m) = all.iter().find(|m| m.name == name || m.id == name) {
+            return Ok(m.clone());
+        }
+        let is_hex = name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if name.len() >= 8 && is_hex {
+            let mut hits = all.iter().filter(|m| m.id.starts_with(name));
+            if let (Some(m), None) = (hits.next(), hits.next()) {
+                return Ok(m.clone());
+            }
+        }
         Err(ImageError::NotFound(name.to_owned()))
     }
 
@@ -127,10 +168,46 @@ impl Recipe {
     /// The default recipe, embedded at build time.
     #[must_use]
     pub fn default_recipe() -> Self {
+        let source = include_str!("../../../images/ubuntu/recipe.toml");
+        // A unit test parses it: the name is the recipe's.
+        let name = RecipeSpec::parse(source).map_or_else(|_| DEFAULT_IMAGE.to_owned(), |s| s.name);
         Self {
-            name: DEFAULT_IMAGE.to_owned(),
-            source: String::new(),
+            name,
+            source: source.to_owned(),
         }
+    }
+
+    /// A recipe from its text.
+    ///
+    /// # Errors
+    /// [`ImageError::Invalid`] saying what is wrong.
+    pub fn parse(source: &str) -> Result<Self> {
+        let spec = RecipeSpec::parse(source)?;
+        Ok(Self {
+            name: spec.name,
+            source: source.to_owned(),
+        })
+    }
+
+    /// The parsed recipe.
+    ///
+    /// # Errors
+    /// [`ImageError::Invalid`] saying what is wrong.
+    pub fn spec(&self) -> Result<RecipeSpec> {
+        RecipeSpec::parse(&self.source)
+    }
+
+    /// The mirror a build uses now: `HYBOX_UBUNTU_MIRROR`, else the recipe's.
+    #[must_use]
+    pub fn mirror(&self) -> String {
+        let own = self.spec().map(|s| s.mirror).unwrap_or_default();
+        effective_mirror(&own)
+    }
+
+    /// sha256 of the recipe with `mirror` as the mirror (the build cache key).
+    #[must_use]
+    pub fn hash_with_mirror(&self, mirror: &str) -> String {
+        hash_with_mirror(&self.source, mirror)
     }
 
     /// A recipe file.
@@ -138,37 +215,56 @@ impl Recipe {
     /// # Errors
     /// [`ImageError::Invalid`].
     pub fn load(path: &Path) -> Result<Self> {
-        Err(ImageError::Invalid(format!(
-            "{}: not implemented",
-            path.display()
-        )))
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| ImageError::Invalid(format!("{}: {e}", path.display())))?;
+        Self::parse(&source).map_err(|e| ImageError::Invalid(format!("{}: {e}", path.display())))
     }
 
-    /// sha256 of the recipe.
+    /// sha256 of the recipe's bytes and the mirror a build uses now ([`Recipe::mirror`]).
     #[must_use]
     pub fn hash(&self) -> String {
-        String::new()
+        self.hash_with_mirror(&self.mirror())
     }
 }
 
 /// Builds `recipe` into `store`, or returns the stored image already built from the same recipe.
+/// The mirror is `HYBOX_UBUNTU_MIRROR` when set, else the recipe's. Needs root, `mmdebstrap`,
+/// `curl` and `dpkg-deb` (a cache hit needs none of them).
 ///
 /// # Errors
-/// [`ImageError::Build`] with the failing step.
+/// [`ImageError::Invalid`] for a bad recipe, [`ImageError::Build`] with the failing step and
+/// the tail of its output.
 pub fn build(
     store: &ImageStore,
     recipe: &Recipe,
     progress: &dyn Fn(Progress),
 ) -> Result<ImageManifest> {
-    let _ = (store, progress);
-    Err(ImageError::Build(format!(
-        "{}: not implemented",
-        recipe.name
-    )))
+    build_with_mirror(store, recipe, &recipe.mirror(), progress)
+}
+
+/// [`build`] with an explicit mirror (no environment lookup).
+///
+/// # Errors
+/// As [`build`].
+pub fn build_with_mirror(
+    store: &ImageStore,
+    recipe: &Recipe,
+    mirror: &str,
+    progress: &dyn Fn(Progress),
+) -> Result<ImageManifest> {
+    build::build(store, recipe, mirror, progress)
 }
 
 /// Imports a root filesystem directory, or an OCI image tarball (`docker save` / `skopeo copy
 /// oci-archive:`), as image `name`.
+///
+/// A directory that holds an OCI layout (`oci-layout` and `index.json`) is read as one; any
+/// other directory is packed as it is (source `rootfs`, default `PATH`). A tarball (plain or
+/// gzip) is a `docker save` archive (`manifest.json`) or an OCI layout (`index.json`): its
+/// layers (tar, gzip or zstd) are applied in order into a temp tree, honouring whiteouts,
+/// refusing entries that would land outside it (`..`, absolute paths, paths through symlinks);
+/// `Env` comes from the image config (source `oci`). The same input gives the same id; there
+/// is one manifest per id, so importing stored content under another name renames it.
 ///
 /// # Errors
 /// [`ImageError::Invalid`] for an unreadable input.
@@ -178,9 +274,5 @@ pub fn import(
     name: &str,
     progress: &dyn Fn(Progress),
 ) -> Result<ImageManifest> {
-    let _ = (store, progress, name);
-    Err(ImageError::Invalid(format!(
-        "{}: not implemented",
-        input.display()
-    )))
+    import::import(store, input, name, progress)
 }
