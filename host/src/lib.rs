@@ -11,6 +11,7 @@ pub mod backend;
 pub mod client;
 pub mod commands;
 pub mod files;
+pub mod proxy;
 pub mod router;
 pub mod sandbox;
 pub mod server;

@@ -36,8 +36,10 @@ fn main() -> std::process::ExitCode {
                 sweep_interval_ms,
                 snapshot_zstd_level,
                 snapshot_block_kib,
+                containers,
                 dirs,
             } => {
+                let container_config = containers.config(&dirs.data_dir())?;
                 server::run(ServeConfig {
                     listen,
                     data_dir: dirs.data_dir(),
@@ -50,6 +52,8 @@ fn main() -> std::process::ExitCode {
                     sweep_interval: std::time::Duration::from_millis(sweep_interval_ms.max(50)),
                     snapshot_zstd_level,
                     snapshot_block_kib,
+                    containers: container_config,
+                    preview_domain: containers.preview_domain.clone(),
                 })
                 .await?;
                 Ok(0)

@@ -47,6 +47,10 @@ pub struct ServeConfig {
     pub snapshot_zstd_level: i32,
     /// Data block size of snapshot images, KiB.
     pub snapshot_block_kib: u32,
+    /// The container route.
+    pub containers: crate::backend::container::ContainerConfig,
+    /// Domain of host-style preview URLs.
+    pub preview_domain: String,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -101,17 +105,30 @@ async fn serve_with(config: ServeConfig, workspaces: Arc<Workspaces>) -> anyhow:
         config.pool_size,
         workspaces,
     );
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let cc = config.containers.clone();
+    let containers = Arc::new(
+        tokio::task::spawn_blocking(move || crate::backend::container::Containers::open(cc))
+            .await?,
+    );
     let state = Arc::new(AppState::new(
         registry,
         wasi,
         snapshots,
         config.token.clone(),
+        containers.clone(),
+        crate::api::Preview {
+            domain: config.preview_domain.clone(),
+            scheme: "http".into(),
+            port: Some(addr.port()),
+        },
     ));
     crate::api::collect_images(&state).await;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
+    // Sandboxes that asked for a warm container get it now.
+    crate::api::start_kept_alive(&state).await;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), auth = config.token.is_some(), "hybox serve listening");
     // Machine-readable readiness line for scripts and tests (`--listen 127.0.0.1:0`).
     println!("hybox listening on http://{addr}");
@@ -132,6 +149,10 @@ async fn serve_with(config: ServeConfig, workspaces: Arc<Workspaces>) -> anyhow:
                 sb.expire_spare(SPARE_TTL);
             }
             crate::api::expire_snapshots(&sweeper).await;
+            sweeper
+                .containers
+                .sweep_idle(&sweeper.registry.list().await)
+                .await;
         }
     });
     let mut shutdown = std::pin::pin!(shutdown_signal());
@@ -155,6 +176,7 @@ async fn serve_with(config: ServeConfig, workspaces: Arc<Workspaces>) -> anyhow:
                     if let Err(e) = http1::Builder::new()
                         .keep_alive(true)
                         .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
                         .await
                     {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -167,6 +189,7 @@ async fn serve_with(config: ServeConfig, workspaces: Arc<Workspaces>) -> anyhow:
             }
         }
     }
+    containers.shutdown().await;
     Ok(())
 }
 

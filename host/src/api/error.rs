@@ -119,6 +119,35 @@ pub enum ApiError {
         /// Partial output.
         details: Value,
     },
+    /// The sandbox's container could not be started (image build, runtime, agent): why.
+    #[error("the container is not ready: {0}")]
+    ContainerNotReady(String),
+    /// No background process has this id.
+    #[error("process {0} not found")]
+    ProcessNotFound(String),
+    /// A background process with this id exists.
+    #[error("process id {0} is already in use")]
+    ProcessExists(String),
+    /// The port cannot be exposed (out of range or reserved): why.
+    #[error("{0}")]
+    PortReserved(String),
+    /// The port is exposed already (with another token).
+    #[error("port {0} is already exposed")]
+    PortAlreadyExposed(u16),
+    /// The port is not exposed.
+    #[error("port {0} is not exposed")]
+    PortNotExposed(u16),
+    /// Nothing in the container accepts connections on the previewed port.
+    #[error("nothing listens on port {port} in the sandbox: {why}")]
+    PortNotListening {
+        /// The port.
+        port: u16,
+        /// What the connection attempt said.
+        why: String,
+    },
+    /// A preview request for a port that is not exposed, or with a wrong token.
+    #[error("invalid or missing preview token, or the port is not exposed")]
+    InvalidToken,
     /// The wasm route is not ready (guest artifacts missing or still loading failed).
     #[error("the wasm route is unavailable: {0}")]
     RuntimeUnavailable(String),
@@ -162,6 +191,14 @@ impl ApiError {
             Self::OutputLimit { .. } => ("OUTPUT_LIMIT", StatusCode::PAYLOAD_TOO_LARGE),
             Self::MemoryLimit { .. } => ("MEMORY_LIMIT", StatusCode::INSUFFICIENT_STORAGE),
             Self::RuntimeUnavailable(_) => ("RUNTIME_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
+            Self::ContainerNotReady(_) => ("CONTAINER_NOT_READY", StatusCode::SERVICE_UNAVAILABLE),
+            Self::ProcessNotFound(_) => ("PROCESS_NOT_FOUND", StatusCode::NOT_FOUND),
+            Self::ProcessExists(_) => ("PROCESS_EXISTS", StatusCode::CONFLICT),
+            Self::PortReserved(_) => ("PORT_RESERVED", StatusCode::BAD_REQUEST),
+            Self::PortAlreadyExposed(_) => ("PORT_ALREADY_EXPOSED", StatusCode::CONFLICT),
+            Self::PortNotExposed(_) => ("PORT_NOT_EXPOSED", StatusCode::NOT_FOUND),
+            Self::InvalidToken => ("INVALID_TOKEN", StatusCode::NOT_FOUND),
+            Self::PortNotListening { .. } => ("PORT_NOT_LISTENING", StatusCode::BAD_GATEWAY),
             Self::Wasm(e) => (e.code(), wasm_status(e)),
             Self::Internal(_) => ("INTERNAL", StatusCode::INTERNAL_SERVER_ERROR),
         }
@@ -179,6 +216,8 @@ impl ApiError {
                 Self::RouteUnavailable { .. }
                     | Self::Unsupported(_)
                     | Self::RuntimeUnavailable(_)
+                    | Self::ContainerNotReady(_)
+                    | Self::PortNotListening { .. }
                     | Self::MemoryLimit { .. }
             ) {
             "internal error; see the server log".to_owned()
@@ -396,6 +435,33 @@ mod tests {
                 ApiError::Wasm(WasmError::Capacity("x".into())),
                 "CAPACITY_EXHAUSTED",
                 503,
+            ),
+            (
+                ApiError::ContainerNotReady("x".into()),
+                "CONTAINER_NOT_READY",
+                503,
+            ),
+            (
+                ApiError::ProcessNotFound("p".into()),
+                "PROCESS_NOT_FOUND",
+                404,
+            ),
+            (ApiError::ProcessExists("p".into()), "PROCESS_EXISTS", 409),
+            (ApiError::PortReserved("x".into()), "PORT_RESERVED", 400),
+            (
+                ApiError::PortAlreadyExposed(8080),
+                "PORT_ALREADY_EXPOSED",
+                409,
+            ),
+            (ApiError::PortNotExposed(8080), "PORT_NOT_EXPOSED", 404),
+            (ApiError::InvalidToken, "INVALID_TOKEN", 404),
+            (
+                ApiError::PortNotListening {
+                    port: 8080,
+                    why: "refused".into(),
+                },
+                "PORT_NOT_LISTENING",
+                502,
             ),
             (ApiError::Internal(anyhow::anyhow!("boom")), "INTERNAL", 500),
         ];

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use hybox_wasi_runtime::shell::{Script, run_script};
+use hybox_container_fallback::agent::{ExecEvent, ExecSpec};
+use hybox_container_fallback::shell as cshell;
+use hybox_wasi_runtime::shell::{Script, ShellState, run_script};
 use hybox_wasi_runtime::{Event, EventSink, RunLimits, RunOutcome, Runtime, StopReason};
 
 use super::AppState;
@@ -19,7 +21,8 @@ use super::code::{
 use super::error::ApiError;
 use super::http::{self, Body, SseEvent};
 use crate::backend::Route;
-use crate::router::{self, RuntimeChoice};
+use crate::backend::container::Containers;
+use crate::router::{self, Decision, RuntimeChoice};
 use crate::sandbox::session::{DEFAULT_SESSION, Session};
 use crate::sandbox::{Sandbox, SandboxId};
 
@@ -39,12 +42,42 @@ struct ExecReq {
     session: Option<String>,
 }
 
+/// What runs a planned command.
+enum Work {
+    /// The wasm route, with its script.
+    Wasi {
+        runtime: Arc<Runtime>,
+        script: Script,
+    },
+    /// The sandbox's container.
+    Container {
+        containers: Arc<Containers>,
+        command: String,
+        reason: String,
+    },
+}
+
+impl Work {
+    fn route(&self) -> Route {
+        match self {
+            Self::Wasi { .. } => Route::Wasi,
+            Self::Container { .. } => Route::Container,
+        }
+    }
+
+    fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Wasi { .. } => None,
+            Self::Container { reason, .. } => Some(reason),
+        }
+    }
+}
+
 /// Everything one exec needs once planned.
 struct Planned {
     sb: Arc<Sandbox>,
     session: Arc<Session>,
-    runtime: Arc<Runtime>,
-    script: Script,
+    work: Work,
     cwd: Option<String>,
     env: BTreeMap<String, String>,
     limits: RunLimits,
@@ -118,62 +151,225 @@ async fn run(p: Planned, sink: Option<EventSink>) -> Result<(RunOutcome, String)
     if p.session.is_destroyed() {
         return Err(ApiError::SessionDestroyed(p.session.id.clone()));
     }
-    let session = p.session.clone();
-    let sb = p.sb.clone();
-    let limits = p.limits.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<(RunOutcome, String), ApiError> {
-        let saved = session
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let mut st = saved.clone();
-        if let Some(cwd) = &p.cwd {
-            st.cwd.clone_from(cwd);
+    let saved = p
+        .session
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let mut st = saved.clone();
+    if let Some(cwd) = &p.cwd {
+        st.cwd.clone_from(cwd);
+    }
+    for (k, v) in &p.env {
+        st.vars.insert(k.clone(), v.clone());
+        st.exported.insert(k.clone());
+    }
+    let (outcome, mut st) = match p.work {
+        Work::Wasi { runtime, script } => {
+            let sb = p.sb.clone();
+            let limits = p.limits.clone();
+            tokio::task::spawn_blocking(move || -> Result<(RunOutcome, ShellState), ApiError> {
+                let base = guest_spec(&sb, st.cwd.clone(), BTreeMap::new());
+                let outcome = run_script(&runtime, &base, &script, &mut st, &limits, sink)?;
+                Ok((outcome, st))
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))??
         }
-        for (k, v) in &p.env {
-            st.vars.insert(k.clone(), v.clone());
-            st.exported.insert(k.clone());
+        Work::Container {
+            containers,
+            command,
+            ..
+        } => {
+            run_container(
+                &containers,
+                &p.sb,
+                &p.session.id,
+                &command,
+                st,
+                &p.limits,
+                sink,
+            )
+            .await?
         }
-        let base = guest_spec(&sb, st.cwd.clone(), BTreeMap::new());
-        let outcome = run_script(&p.runtime, &base, &p.script, &mut st, &limits, sink)?;
-        // The call's own env and cwd do not stay in the session, unless the command changed them.
-        for (k, v) in &p.env {
-            if st.vars.get(k) == Some(v) {
-                match saved.vars.get(k) {
-                    Some(old) => {
-                        st.vars.insert(k.clone(), old.clone());
-                    }
-                    None => {
-                        st.vars.remove(k);
-                    }
+    };
+    // The call's own env and cwd do not stay in the session, unless the command changed them.
+    for (k, v) in &p.env {
+        if st.vars.get(k) == Some(v) {
+            match saved.vars.get(k) {
+                Some(old) => {
+                    st.vars.insert(k.clone(), old.clone());
                 }
-                if !saved.exported.contains(k) {
-                    st.exported.remove(k);
+                None => {
+                    st.vars.remove(k);
                 }
             }
+            if !saved.exported.contains(k) {
+                st.exported.remove(k);
+            }
         }
-        if p.cwd.as_ref() == Some(&st.cwd) {
-            st.cwd.clone_from(&saved.cwd);
-        }
-        let cwd = st.cwd.clone();
-        // Most commands change nothing of the session: no write then (a rename is a large
-        // part of a millisecond exec).
-        if !session.is_destroyed() && st != saved {
-            *session
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = st;
-            sb.sessions.persist();
-        }
-        Ok((outcome, cwd))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))??;
+    }
+    if p.cwd.as_ref() == Some(&st.cwd) {
+        st.cwd.clone_from(&saved.cwd);
+    }
+    let cwd = st.cwd.clone();
+    // Most commands change nothing of the session: no write then (a rename is a large part of
+    // a millisecond exec).
+    if !p.session.is_destroyed() && st != saved {
+        *p.session
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = st;
+        let sb = p.sb.clone();
+        tokio::task::spawn_blocking(move || sb.sessions.persist())
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+    }
+    let result = (outcome, cwd);
     if p.session.is_destroyed() && result.0.stopped == Some(StopReason::Cancelled) {
         return Err(ApiError::SessionDestroyed(p.session.id.clone()));
     }
     Ok(result)
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The session state as the container's bash takes it.
+fn to_container(st: &ShellState) -> cshell::SessionState {
+    cshell::SessionState {
+        cwd: st.cwd.clone(),
+        vars: st.vars.clone(),
+        exported: st.exported.clone(),
+        last_status: st.last_status,
+    }
+}
+
+/// Runs `command` in the sandbox's container as the session's shell would: the session's
+/// state goes in, the state the command ends with comes back. The deadline, cancellation and
+/// the output cap apply as on the wasm route (the command's process group is killed).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the pieces of a planned exec"
+)]
+pub(super) async fn run_container(
+    containers: &Containers,
+    sb: &Sandbox,
+    session: &str,
+    command: &str,
+    st: ShellState,
+    limits: &RunLimits,
+    mut sink: Option<EventSink>,
+) -> Result<(RunOutcome, ShellState), ApiError> {
+    let started = std::time::Instant::now();
+    let handle = containers.handle(sb).await?;
+    let before = to_container(&st);
+    let spec = ExecSpec {
+        argv: cshell::wrap(command, &before, session),
+        env: handle.base_env.clone(),
+        cwd: "/".to_owned(),
+        stdin: Vec::new(),
+        state_fd: true,
+    };
+    let mut stream = handle
+        .client
+        .exec(spec)
+        .await
+        .map_err(|e| ApiError::ContainerNotReady(e.to_string()))?;
+    // One task owns the stream (reads are not cancelled half-way); aborting it drops the
+    // stream, which kills what is left of the command.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let reader = AbortOnDrop(tokio::spawn(async move {
+        loop {
+            let ev = stream.next().await;
+            let last = !matches!(ev, Ok(Some(ExecEvent::Stdout(_) | ExecEvent::Stderr(_))));
+            if tx.send(ev).await.is_err() || last {
+                break;
+            }
+        }
+    }));
+    let mut outcome = RunOutcome::default();
+    let (mut out_bytes, mut err_bytes) = (0u64, 0u64);
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let mut report = None;
+    loop {
+        let next = tokio::select! {
+            ev = rx.recv() => ev,
+            () = tokio::time::sleep_until(deadline) => {
+                outcome.stopped = Some(StopReason::Timeout);
+                break;
+            }
+            () = tokio::time::sleep(std::time::Duration::from_millis(10)) => {
+                if limits.cancel.is_cancelled() {
+                    outcome.stopped = Some(StopReason::Cancelled);
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(next) = next else { break };
+        match next.map_err(|e| ApiError::ContainerNotReady(e.to_string()))? {
+            Some(ExecEvent::Stdout(b)) => {
+                out_bytes += b.len() as u64;
+                let text = String::from_utf8_lossy(&b).into_owned();
+                if let Some(sink) = sink.as_mut() {
+                    sink(Event::Stdout(text.clone()));
+                }
+                outcome.stdout.push(text);
+                if out_bytes > limits.output_limit {
+                    outcome.stopped = Some(StopReason::OutputLimit);
+                    break;
+                }
+            }
+            Some(ExecEvent::Stderr(b)) => {
+                err_bytes += b.len() as u64;
+                let text = String::from_utf8_lossy(&b).into_owned();
+                if let Some(sink) = sink.as_mut() {
+                    sink(Event::Stderr(text.clone()));
+                }
+                outcome.stderr.push(text);
+                if err_bytes > limits.output_limit {
+                    outcome.stopped = Some(StopReason::OutputLimit);
+                    break;
+                }
+            }
+            Some(ExecEvent::Exit {
+                code,
+                signal,
+                state,
+            }) => {
+                outcome.exit_code = Some(code.unwrap_or_else(|| 128 + signal.unwrap_or(9)));
+                report = cshell::parse_report(&state);
+                break;
+            }
+            None => break,
+        }
+    }
+    drop(reader);
+    outcome.duration = started.elapsed();
+    let mut after = st;
+    match report {
+        Some(r) => {
+            let next = cshell::apply_report(&before, &r, &handle.base_env);
+            after.cwd = next.cwd;
+            after.vars = next.vars;
+            after.exported = next.exported;
+            after.last_status = next.last_status;
+        }
+        None => {
+            if let Some(code) = outcome.exit_code {
+                after.last_status = code;
+            }
+        }
+    }
+    Ok((outcome, after))
 }
 
 fn result_json(
@@ -182,6 +378,7 @@ fn result_json(
     exec_id: &str,
     session: &str,
     cwd: &str,
+    route: (Route, Option<&str>),
 ) -> Value {
     let ms = outcome.duration.as_secs_f64() * 1e3;
     let code = outcome.exit_code.unwrap_or(1);
@@ -192,7 +389,8 @@ fn result_json(
         "stderr": outcome.stderr.concat(),
         "durationMs": ms,
         "duration": ms,
-        "route": Route::Wasi,
+        "route": route.0,
+        "routeReason": route.1,
         "command": command,
         "execId": exec_id,
         "session": session,
@@ -213,33 +411,51 @@ pub(super) async fn exec(
     if let Some(env) = &r.env {
         check_env(env)?;
     }
-    let runtime = state.wasi.runtime().await?;
-    let script = router::route(&r.command, r.runtime, runtime.has_toolbox())?;
     let session_id = r
         .session
         .clone()
         .unwrap_or_else(|| DEFAULT_SESSION.to_owned());
     let session = sb.sessions.get(&session_id, &sb.meta().env)?;
-    // A relative cwd is relative to the session's, as `cd dir` would be.
+    // A relative cwd is relative to the session's, as `cd dir` would be. A directory the wasm
+    // guests see must exist; one only the container has is checked there (by `cd`).
     let cwd = match r.cwd.as_deref() {
-        Some(c) if !c.starts_with('/') => {
-            let base = session
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .cwd
-                .clone();
-            Some(sandbox_cwd(&sb, Some(&format!("{base}/{c}"))).await?)
+        Some(c) => {
+            let joined = if c.starts_with('/') {
+                c.to_owned()
+            } else {
+                let base = session
+                    .state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .cwd
+                    .clone();
+                format!("{base}/{c}")
+            };
+            let norm = normalize(&joined)?;
+            if router::wasm_sees(&norm) {
+                Some(sandbox_cwd(&sb, Some(&norm)).await?)
+            } else {
+                Some(norm)
+            }
         }
-        Some(c) => Some(sandbox_cwd(&sb, Some(c)).await?),
         None => None,
     };
+    let run_cwd = cwd.clone().unwrap_or_else(|| {
+        session
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .cwd
+            .clone()
+    });
+    let extra: Vec<String> = sb.volume_mounts.iter().map(|m| m.guest.clone()).collect();
+    let work = plan_work(state, &r.command, r.runtime, &run_cwd, &extra).await?;
+    let (route, reason) = (work.route(), work.reason().map(str::to_owned));
     let exec_id = new_id("exec");
     let planned = Planned {
         sb,
         session,
-        runtime,
-        script,
+        work,
         cwd,
         env: r.env.unwrap_or_default(),
         limits: limits.clone(),
@@ -251,7 +467,7 @@ pub(super) async fn exec(
         return Ok(http::stream_run(cancel, move |events| async move {
             let _ = events.send(SseEvent {
                 event: "start",
-                data: json!({ "command": command, "route": Route::Wasi, "execId": exec_id, "session": session_id }),
+                data: json!({ "command": command, "route": route, "routeReason": reason, "execId": exec_id, "session": session_id }),
             });
             let sink: EventSink = Box::new(move |e| {
                 let ev = match e {
@@ -274,7 +490,14 @@ pub(super) async fn exec(
                         data: e.body(),
                     },
                     None => {
-                        let mut data = result_json(&outcome, &command, &exec_id, &session_id, &cwd);
+                        let mut data = result_json(
+                            &outcome,
+                            &command,
+                            &exec_id,
+                            &session_id,
+                            &cwd,
+                            (route, reason.as_deref()),
+                        );
                         if let Some(o) = data.as_object_mut() {
                             o.remove("stdout");
                             o.remove("stderr");
@@ -295,11 +518,70 @@ pub(super) async fn exec(
     let mut guard = CancelOnDrop(Some(limits.cancel.clone()));
     let (outcome, cwd) = run(planned, None).await?;
     guard.0 = None;
-    let body = result_json(&outcome, &command, &exec_id, &session_id, &cwd);
+    let body = result_json(
+        &outcome,
+        &command,
+        &exec_id,
+        &session_id,
+        &cwd,
+        (route, reason.as_deref()),
+    );
     if let Some(e) = stop_error(&outcome, &limits, body.clone()) {
         return Err(e);
     }
     Ok(http::json(StatusCode::OK, &body))
+}
+
+/// `path` without `.`, `..` and repeated slashes (absolute; `..` above `/` refused).
+fn normalize(path: &str) -> Result<String, ApiError> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(ApiError::InvalidRequest(format!("cwd {path:?} escapes /")));
+                }
+            }
+            p => parts.push(p),
+        }
+    }
+    if path.contains('\0') {
+        return Err(ApiError::InvalidRequest("cwd holds a NUL byte".into()));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+/// Decides where `command` runs and gets what that route needs.
+async fn plan_work(
+    state: &AppState,
+    command: &str,
+    choice: RuntimeChoice,
+    cwd: &str,
+    extra: &[String],
+) -> Result<Work, ApiError> {
+    let containers = state.containers.available();
+    // The wasm route's planner needs to know whether the toolbox is there; a command forced
+    // into the container never loads the wasm route.
+    let runtime = if choice == RuntimeChoice::Container {
+        None
+    } else {
+        Some(state.wasi.runtime().await?)
+    };
+    let has_toolbox = runtime.as_ref().is_some_and(|r| r.has_toolbox());
+    match router::route(command, choice, has_toolbox, cwd, extra, containers)? {
+        Decision::Wasi(script) => Ok(Work::Wasi {
+            runtime: runtime.ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!("wasm route planned without a runtime"))
+            })?,
+            script,
+        }),
+        Decision::Container { reason } => Ok(Work::Container {
+            containers: state.containers.clone(),
+            command: command.to_owned(),
+            reason,
+        }),
+    }
 }
 
 /// `DELETE /v1/sandboxes/{id}/exec/{execId}`: cancels a running command.

@@ -4,10 +4,14 @@ mod code;
 pub mod error;
 mod exec;
 mod files;
+mod git;
 pub mod http;
+mod ports;
+mod processes;
 mod sandboxes;
 mod sessions;
 mod snapshots;
+mod terminal;
 mod watch;
 
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use self::http::Body;
+use crate::backend::container::Containers;
 use crate::backend::wasi::WasiBackend;
 use crate::sandbox::{Registry, SandboxId};
 use crate::snapshots::Snapshots;
@@ -36,7 +41,23 @@ pub struct AppState {
     pub token: Option<String>,
     /// Snapshot records.
     pub snapshots: Snapshots,
+    /// The container route.
+    pub containers: Arc<Containers>,
+    /// How preview URLs are made and recognised.
+    pub preview: Preview,
     next_request: AtomicU64,
+}
+
+/// Preview URL settings.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// The domain of host-style preview URLs: `{port}-{sandbox}-{token}.{domain}`.
+    pub domain: String,
+    /// Scheme and port the URLs carry (`http`, the server's port) unless a proxy in front says
+    /// otherwise with `X-Forwarded-Proto`/`-Host`.
+    pub scheme: String,
+    /// The port in URLs (none for 80/443).
+    pub port: Option<u16>,
 }
 
 impl AppState {
@@ -47,12 +68,16 @@ impl AppState {
         wasi: WasiBackend,
         snapshots: Snapshots,
         token: Option<String>,
+        containers: Arc<Containers>,
+        preview: Preview,
     ) -> Self {
         Self {
             registry,
             wasi,
             token,
             snapshots,
+            containers,
+            preview,
             next_request: AtomicU64::new(1),
         }
     }
@@ -69,6 +94,13 @@ pub async fn serve(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bod
         // would see its next request fail.
         // (An unauthenticated request is answered without reading its body: nobody without the
         // token gets the server to buffer 64 MiB.)
+        // Preview traffic (by host name or `/preview/...`) is forwarded as it streams, with
+        // its own token check.
+        match crate::proxy::target(&state.preview.domain, req.headers(), req.uri()) {
+            Ok(Some(t)) => return crate::proxy::serve(&state, t, req).await,
+            Ok(None) => {}
+            Err(e) => return http::error(&e),
+        }
         let (parts, body) = req.into_parts();
         if parts.method == Method::POST
             && parts.uri.path().trim_end_matches('/') == "/v1/snapshots/import"
@@ -137,6 +169,16 @@ async fn import_upload(
     snapshots::import(state, path, name).await
 }
 
+/// Starts the containers of sandboxes created with `keepAlive` or `warm` (at server start).
+pub async fn start_kept_alive(state: &Arc<AppState>) {
+    for sb in state.registry.list().await {
+        let c = &sb.meta().container;
+        if c.keep_alive || c.warm {
+            sandboxes::warm_up(state, &sb);
+        }
+    }
+}
+
 /// Removes images nobody references (at start and after deletes).
 pub async fn collect_images(state: &Arc<AppState>) {
     snapshots::collect_images(state).await;
@@ -182,7 +224,8 @@ async fn route(state: Arc<AppState>, req: Request<Bytes>) -> Result<Response<Bod
                     "status": "ok",
                     "version": env!("CARGO_PKG_VERSION"),
                     "wasi": state.wasi.state(),
-                    "container": "unavailable",
+                    "container": if state.containers.available().is_ok() { "available" } else { "unavailable" },
+                    "containers": state.containers.health(),
                     "workspaces": {
                         "restoreMode": state.registry.workspaces.mode().name(),
                         "watch": state.registry.workspaces.mode() == crate::workspaces::FsMode::Mount,
@@ -255,6 +298,33 @@ async fn route(state: Arc<AppState>, req: Request<Bytes>) -> Result<Response<Bod
                     snapshots::restore(&state, &id, snap, req).await
                 }
                 (["fork"], &Method::POST) => snapshots::fork(&state, &id, req).await,
+                (["processes"], &Method::POST) => processes::start(&state, &id, req).await,
+                (["processes"], &Method::GET) => processes::list(&state, &id).await,
+                (["processes"], &Method::DELETE) => processes::kill_all(&state, &id, &req).await,
+                (["processes", pid], &Method::GET) => processes::get(&state, &id, pid).await,
+                (["processes", pid], &Method::DELETE) => {
+                    processes::kill(&state, &id, pid, &req).await
+                }
+                (["processes", pid, "logs"], &Method::GET) => {
+                    processes::logs(&state, &id, pid, &req).await
+                }
+                (
+                    [
+                        "processes",
+                        pid,
+                        what @ ("waitForPort" | "waitForLog" | "waitForExit"),
+                    ],
+                    &Method::POST,
+                ) => processes::wait(&state, &id, pid, what, req).await,
+                (["ports"], &Method::POST) => ports::expose(&state, &id, req).await,
+                (["ports"], &Method::GET) => ports::list(&state, &id).await,
+                (["ports", port], &Method::GET) => ports::get(&state, &id, port).await,
+                (["ports", port], &Method::DELETE) => ports::unexpose(&state, &id, port).await,
+                (["ports", port, "validate"], &Method::GET) => {
+                    ports::validate(&state, &id, port, &req).await
+                }
+                (["terminal"], &Method::GET) => terminal::terminal(&state, &id, req).await,
+                (["git", "checkout"], &Method::POST) => git::checkout(&state, &id, req).await,
                 (["watch"], &Method::GET) => watch::watch(&state, &id, &req).await,
                 (["files", "raw"], &Method::GET) => files::read_raw(&state, &id, req).await,
                 (["files", "raw"], &Method::PUT) => files::write_raw(&state, &id, req).await,
@@ -262,7 +332,7 @@ async fn route(state: Arc<AppState>, req: Request<Bytes>) -> Result<Response<Bod
                 (
                     [
                         "exec" | "run" | "contexts" | "files" | "sessions" | "snapshots" | "fork"
-                        | "watch",
+                        | "watch" | "processes" | "ports" | "terminal" | "git",
                         ..,
                     ],
                     _,

@@ -12,7 +12,7 @@ use crate::sandbox::{CreateOptions, Sandbox, SandboxId};
 /// Below this CPython cannot start.
 const MIN_MEMORY_MB: u64 = 64;
 
-fn view(sb: &Sandbox) -> Value {
+async fn view(state: &AppState, sb: &Sandbox) -> Value {
     let meta = sb.meta();
     let contexts = sb
         .contexts
@@ -25,7 +25,16 @@ fn view(sb: &Sandbox) -> Value {
         "env": meta.env,
         "memoryLimitMb": meta.memory_limit_mb,
         "contexts": contexts,
-        "container": "none",
+        "container": state.containers.status(sb.id.as_str()).await,
+        "network": meta.container.network,
+        "keepAlive": meta.container.keep_alive,
+        "sleepAfter": meta.container.sleep_after_s,
+        "resources": {
+            "memoryMb": meta.container.memory_mb,
+            "pids": meta.container.pids,
+            "cpus": meta.container.cpus,
+        },
+        "ports": meta.ports.keys().collect::<Vec<_>>(),
         "layerCount": meta.layout.layers.len(),
         "volumes": meta.volumes,
     })
@@ -69,7 +78,10 @@ pub(super) async fn put(
         .registry
         .get_or_create(id, options, || state.wasi.take_spare())
         .await?;
-    let mut v = view(&sb);
+    if created && (sb.meta().container.keep_alive || sb.meta().container.warm) {
+        warm_up(state, &sb);
+    }
+    let mut v = view(state, &sb).await;
     v["created"] = json!(created);
     let status = if created {
         StatusCode::CREATED
@@ -81,17 +93,27 @@ pub(super) async fn put(
 
 pub(super) async fn get(state: &AppState, id: &SandboxId) -> Result<Response<Body>, ApiError> {
     let sb = state.registry.get(id).await?;
-    Ok(http::json(StatusCode::OK, &view(&sb)))
+    Ok(http::json(StatusCode::OK, &view(state, &sb).await))
+}
+
+/// Starts the sandbox's container in the background (`keepAlive`/`warm`).
+pub(super) fn warm_up(state: &AppState, sb: &std::sync::Arc<Sandbox>) {
+    if state.containers.available().is_err() {
+        return;
+    }
+    let (containers, sb) = (state.containers.clone(), sb.clone());
+    tokio::spawn(async move {
+        if let Err(e) = containers.handle(&sb).await {
+            tracing::warn!(sandbox = %sb.id, "starting the warm container: {e}");
+        }
+    });
 }
 
 pub(super) async fn list(state: &AppState) -> Result<Response<Body>, ApiError> {
-    let all: Vec<Value> = state
-        .registry
-        .list()
-        .await
-        .iter()
-        .map(|sb| view(sb))
-        .collect();
+    let mut all: Vec<Value> = Vec::new();
+    for sb in state.registry.list().await {
+        all.push(view(state, &sb).await);
+    }
     Ok(http::json(
         StatusCode::OK,
         &json!({ "count": all.len(), "sandboxes": all }),
@@ -99,6 +121,9 @@ pub(super) async fn list(state: &AppState) -> Result<Response<Body>, ApiError> {
 }
 
 pub(super) async fn delete(state: &AppState, id: &SandboxId) -> Result<Response<Body>, ApiError> {
+    state.registry.get(id).await?;
+    // The container goes first: it holds the workspace and tmp folders mounted.
+    state.containers.destroy(id.as_str()).await?;
     state.registry.destroy(id).await?;
     Ok(http::json(
         StatusCode::OK,

@@ -383,6 +383,7 @@ pub(super) async fn fork(
             meta.memory_limit_mb,
             layers.clone(),
             meta.volumes.clone(),
+            meta.container.clone(),
         )
         .await?;
     let ms = started.elapsed().as_secs_f64() * 1e3;

@@ -73,6 +73,71 @@ impl DirArgs {
     }
 }
 
+/// The container route's settings of `hybox serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ContainerArgs {
+    /// OCI runtime driving containers: `auto` (crun on cgroup v2 hosts, runc otherwise),
+    /// `runc`, `crun`, or the path of a runc-compatible binary.
+    #[arg(long, env = "HYBOX_OCI_RUNTIME", default_value = "auto")]
+    pub oci_runtime: String,
+    /// Image store (built and imported root filesystems); default `<data-dir>/images`.
+    #[arg(long, env = "HYBOX_IMAGE_DIR")]
+    pub image_dir: Option<PathBuf>,
+    /// Image the containers run (a name or an id); the default one is built on first need.
+    #[arg(long, env = "HYBOX_IMAGE", default_value = hybox_container_fallback::image::DEFAULT_IMAGE)]
+    pub image: String,
+    /// Default memory limit of a container, MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub container_memory_mb: u64,
+    /// Default pids limit of a container.
+    #[arg(long, default_value_t = 1024)]
+    pub container_pids: u64,
+    /// Default CPUs of a container.
+    #[arg(long, default_value_t = 2.0)]
+    pub container_cpus: f64,
+    /// Default idle time before a container stops (seconds, or `90s`, `10m`, `1h`); the
+    /// workspace stays and the next request starts it again.
+    #[arg(long, env = "HYBOX_SLEEP_AFTER", default_value = "10m")]
+    pub sleep_after: String,
+    /// Domain of host-style preview URLs (`{port}-{sandbox}-{token}.{domain}`; needs wildcard
+    /// DNS to this server). `localhost` works on this machine.
+    #[arg(long, env = "HYBOX_PREVIEW_DOMAIN", default_value = "localhost")]
+    pub preview_domain: String,
+}
+
+impl ContainerArgs {
+    /// The route's configuration under `data_dir`.
+    ///
+    /// # Errors
+    /// A bad `--sleep-after` or `--oci-runtime`.
+    pub fn config(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<crate::backend::container::ContainerConfig> {
+        use hybox_container_fallback::runtime::OciChoice;
+        let mut c = crate::backend::container::ContainerConfig::new(data_dir);
+        if let Some(dir) = &self.image_dir {
+            c.image_dir.clone_from(dir);
+        }
+        c.image.clone_from(&self.image);
+        c.oci = match self.oci_runtime.as_str() {
+            "auto" => OciChoice::Auto,
+            "runc" => OciChoice::Runc,
+            "crun" => OciChoice::Crun,
+            p if p.contains('/') => OciChoice::Path(PathBuf::from(p)),
+            other => anyhow::bail!("--oci-runtime {other:?}: auto, runc, crun or a path"),
+        };
+        c.limits.memory_bytes = self.container_memory_mb.max(16) << 20;
+        c.limits.pids = self.container_pids.max(8);
+        c.limits.cpus = self.container_cpus.clamp(0.01, 1024.0);
+        let secs =
+            crate::sandbox::parse_sleep_after(&serde_json::Value::String(self.sleep_after.clone()))
+                .map_err(|e| anyhow::anyhow!("--sleep-after: {e}"))?;
+        c.sleep_after = std::time::Duration::from_secs(secs);
+        Ok(c)
+    }
+}
+
 /// `hybox sessions SANDBOX VERB`.
 #[derive(Debug, Args)]
 pub struct SessionsArgs {
@@ -148,9 +213,11 @@ pub enum Command {
         /// Data block size of snapshot images in KiB (a power of two, 4-1024).
         #[arg(long, env = "HYBOX_SNAPSHOT_BLOCK_KIB", default_value_t = 128)]
         snapshot_block_kib: u32,
-        /// How often expired snapshots and idle spares are swept (milliseconds).
+        /// How often expired snapshots, idle spares and idle containers are swept (milliseconds).
         #[arg(long, default_value_t = 10_000, hide = true)]
         sweep_interval_ms: u64,
+        #[command(flatten)]
+        containers: ContainerArgs,
         #[command(flatten)]
         dirs: DirArgs,
     },

@@ -57,6 +57,52 @@ pub struct SandboxMeta {
     /// Shared volumes mounted into the sandbox.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeMount>,
+    /// How its container runs.
+    #[serde(default)]
+    pub container: ContainerOptions,
+    /// Exposed ports by number (they survive container restarts and server restarts).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<u16, ExposedPort>,
+}
+
+/// A sandbox's container settings (given at creation).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerOptions {
+    /// NAT egress through a veth pair; only loopback when false.
+    #[serde(default)]
+    pub network: bool,
+    /// Never stopped for idleness (destroy it yourself); the container starts with the sandbox.
+    #[serde(default)]
+    pub keep_alive: bool,
+    /// Start the container with the sandbox instead of on the first request that needs it.
+    #[serde(default)]
+    pub warm: bool,
+    /// Idle time after which the container stops (the workspace stays), in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_after_s: Option<u64>,
+    /// Container memory limit in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Container pids limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// Container CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+}
+
+/// An exposed port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExposedPort {
+    /// The token in its preview URL.
+    pub token: String,
+    /// A friendly name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// When it was exposed.
+    pub exposed_at: String,
 }
 
 fn default_memory_mb() -> u64 {
@@ -108,6 +154,26 @@ impl Sandbox {
     #[must_use]
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Changes its metadata durably (`meta.json` written and synced before this returns).
+    ///
+    /// # Errors
+    /// [`ApiError::Internal`] when `meta.json` cannot be written.
+    pub fn update_meta(
+        &self,
+        change: impl FnOnce(&mut SandboxMeta),
+    ) -> Result<SandboxMeta, ApiError> {
+        let mut meta = self
+            .meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = meta.clone();
+        change(&mut next);
+        write_meta(&self.dir, &next)?;
+        sync_meta(&self.dir).map_err(|e| io_err("sync meta.json", e))?;
+        *meta = next.clone();
+        Ok(next)
     }
 
     /// Records a new workspace layout (after a restore) durably.
@@ -181,6 +247,114 @@ pub struct CreateOptions {
     /// Shared volumes to mount (at creation only).
     #[serde(default)]
     pub volumes: Option<Vec<VolumeMount>>,
+    /// Container: NAT egress (default off).
+    #[serde(default)]
+    pub network: Option<bool>,
+    /// Container: never stopped for idleness, started with the sandbox.
+    #[serde(default)]
+    pub keep_alive: Option<bool>,
+    /// Container: started with the sandbox.
+    #[serde(default)]
+    pub warm: Option<bool>,
+    /// Container: idle time before it stops: seconds, or a string like `"90s"`, `"10m"`, `"1h"`.
+    #[serde(default)]
+    pub sleep_after: Option<serde_json::Value>,
+    /// Container limits.
+    #[serde(default)]
+    pub resources: Option<Resources>,
+}
+
+/// Container limits asked for at creation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resources {
+    /// Memory in MiB.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Max processes.
+    #[serde(default)]
+    pub pids: Option<u64>,
+    /// CPUs.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+}
+
+/// Parses `sleepAfter`: a number of seconds or `<n>s|m|h`.
+///
+/// # Errors
+/// [`ApiError::InvalidRequest`].
+pub fn parse_sleep_after(v: &serde_json::Value) -> Result<u64, ApiError> {
+    let bad = || {
+        ApiError::InvalidRequest(format!(
+            "sleepAfter {v}: give seconds or a string like \"10m\" (1s to 30d)"
+        ))
+    };
+    let secs = match v {
+        serde_json::Value::Number(n) => n.as_u64().ok_or_else(bad)?,
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: u64 = num.parse().map_err(|_| bad())?;
+            let mul = match unit {
+                "" | "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86400,
+                _ => return Err(bad()),
+            };
+            n.checked_mul(mul).ok_or_else(bad)?
+        }
+        _ => return Err(bad()),
+    };
+    if (1..=30 * 86400).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(bad())
+    }
+}
+
+impl CreateOptions {
+    /// The container settings these options ask for.
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidRequest`] for values out of range.
+    pub fn container(&self) -> Result<ContainerOptions, ApiError> {
+        let r = self.resources.clone().unwrap_or_default();
+        if let Some(mb) = r.memory_mb
+            && !(16..=1 << 20).contains(&mb)
+        {
+            return Err(ApiError::InvalidRequest(
+                "resources.memoryMb must be 16 to 1048576".into(),
+            ));
+        }
+        if let Some(p) = r.pids
+            && !(8..=1 << 22).contains(&p)
+        {
+            return Err(ApiError::InvalidRequest(
+                "resources.pids must be 8 to 4194304".into(),
+            ));
+        }
+        if let Some(c) = r.cpus
+            && !(c.is_finite() && (0.01..=1024.0).contains(&c))
+        {
+            return Err(ApiError::InvalidRequest(
+                "resources.cpus must be 0.01 to 1024".into(),
+            ));
+        }
+        Ok(ContainerOptions {
+            network: self.network.unwrap_or(false),
+            keep_alive: self.keep_alive.unwrap_or(false),
+            warm: self.warm.unwrap_or(false),
+            sleep_after_s: self
+                .sleep_after
+                .as_ref()
+                .map(parse_sleep_after)
+                .transpose()?,
+            memory_mb: r.memory_mb,
+            pids: r.pids,
+            cpus: r.cpus,
+        })
+    }
 }
 
 /// All sandboxes of this server.
@@ -278,6 +452,7 @@ impl Registry {
             return Ok((sb.clone(), false));
         }
         let memory_limit_mb = options.memory_limit_mb.unwrap_or_else(default_memory_mb);
+        let container = options.container()?;
         let volumes = options.volumes.unwrap_or_default();
         for v in &volumes {
             self.volumes.get(&v.name)?;
@@ -298,6 +473,8 @@ impl Registry {
             memory_limit_mb,
             layout: Layout::default(),
             volumes,
+            container,
+            ports: BTreeMap::new(),
         };
         let ws = self.workspaces.clone();
         let vols = self.volumes.clone();
@@ -346,6 +523,7 @@ impl Registry {
         memory_limit_mb: u64,
         layers: Vec<String>,
         volumes: Vec<VolumeMount>,
+        container: ContainerOptions,
     ) -> Result<Vec<Arc<Sandbox>>, ApiError> {
         let mut map = self.sandboxes.write().await;
         if let Some(id) = ids.iter().find(|id| map.contains_key(*id)) {
@@ -365,6 +543,8 @@ impl Registry {
                         layers: layers.clone(),
                     },
                     volumes: volumes.clone(),
+                    container: container.clone(),
+                    ports: BTreeMap::new(),
                 };
                 (self.root.join(id.as_str()), id, meta)
             })
