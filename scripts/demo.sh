@@ -26,6 +26,21 @@ printf '\n\033[1m==> hybox run demo examples/demo.py\033[0m\n'
 printf '\n\033[1m==> hybox exec demo -- python3 -c ...\033[0m\n'
 "$hybox" exec demo -- python3 -c "'import os; print(sorted(os.listdir(\"/workspace\")))'"
 
+printf '\n\033[1m==> hybox exec demo -- gcc ... (what wasm cannot run goes to the Ubuntu container)\033[0m\n'
+if curl -s "$HYBOX_SERVER/v1/health" | grep -q '"available":true'; then
+  "$hybox" exec demo -- 'echo "int main(){return puts(\"hello from gcc in the container\")<0;}" > hello.c && gcc hello.c -o hello && ./hello && grep PRETTY /etc/os-release'
+  printf '\n\033[1m==> a background web server in the container, reached through its preview URL\033[0m\n'
+  web="web-$(date +%s)"
+  curl -s -X POST "$HYBOX_SERVER/v1/sandboxes/demo/processes" -d "{\"command\":\"python3 -m http.server 8000\",\"processId\":\"$web\"}"; echo
+  curl -s -X POST "$HYBOX_SERVER/v1/sandboxes/demo/processes/$web/waitForPort" -d '{"port":8000,"timeout":30000}'; echo
+  preview=$("$hybox" expose demo 8000 | tail -1)
+  echo "  $preview"
+  curl -s "$preview" | grep -o 'hello[^<]*' | head -3
+  curl -s -X DELETE "$HYBOX_SERVER/v1/sandboxes/demo/processes/$web" >/dev/null
+else
+  echo "  (the container route is unavailable here: $(curl -s "$HYBOX_SERVER/v1/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["containers"].get("reason"))'))"
+fi
+
 printf '\n\033[1m==> where the PNG went\033[0m\n'
 # The workspace is a copy-on-write view in hybox's FUSE mount (or a plain folder without FUSE).
 workspace="$data_dir/mnt/demo"

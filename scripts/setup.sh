@@ -19,6 +19,13 @@ command -v curl >/dev/null || need_apt+=(curl ca-certificates)
 dpkg -s libstd-rust-dev-wasm32 >/dev/null 2>&1 || need_apt+=(libstd-rust-dev-wasm32)
 command -v mksquashfs >/dev/null || need_apt+=(squashfs-tools)   # differential tests and bench peers
 command -v squashfuse >/dev/null || need_apt+=(squashfuse)       # bench peer
+# The container route: an OCI runtime, NAT for sandboxes with network, the image builder.
+command -v runc >/dev/null || command -v crun >/dev/null || need_apt+=(runc)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v nsenter >/dev/null || need_apt+=(util-linux)
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+command -v busybox >/dev/null || need_apt+=(busybox-static)      # runtime tests' tiny rootfs
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing system packages: ${need_apt[*]}"
   as_root apt-get update -qq
@@ -43,3 +50,12 @@ cargo build --release --bins --locked
 target_dir=${CARGO_TARGET_DIR:-target}
 say "preparing the wasm guests (fetch, verify sha256, precompile once)"
 "$target_dir/release/hybox" prepare
+
+# The container route's image: built once by mmdebstrap into the cache dir's image store
+# (content-addressed, keyed by the recipe; a rebuild with the same recipe finds it).
+if [ "$(id -u)" = 0 ]; then
+  say "building the container image (Ubuntu 24.04; a few minutes the first time, cached after)"
+  "$target_dir/release/hybox" image build
+else
+  say "not root: skipping the container image (the container route needs root; docs/containers.md)"
+fi

@@ -41,6 +41,14 @@ pub fn cache_dir() -> PathBuf {
     )
 }
 
+/// The container image store the test servers share (`HYBOX_IMAGE_DIR`, default
+/// `<cache dir>/images`): the default image is built once there (`hybox image build`, which
+/// `scripts/setup.sh` runs), never per test server.
+#[must_use]
+pub fn image_dir() -> PathBuf {
+    std::env::var_os("HYBOX_IMAGE_DIR").map_or_else(|| cache_dir().join("images"), PathBuf::from)
+}
+
 /// An HTTP client for tests: error statuses are answers, not errors, and no request waits
 /// longer than ten minutes.
 #[must_use]
@@ -98,6 +106,7 @@ impl Server {
             .arg(data_dir)
             .args(extra)
             .env("HYBOX_CACHE_DIR", cache_dir())
+            .env("HYBOX_IMAGE_DIR", image_dir())
             .env("HYBOX_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -39,7 +39,7 @@ fn main() -> std::process::ExitCode {
                 containers,
                 dirs,
             } => {
-                let container_config = containers.config(&dirs.data_dir())?;
+                let container_config = containers.config(&dirs.data_dir(), &dirs.cache_dir())?;
                 server::run(ServeConfig {
                     listen,
                     data_dir: dirs.data_dir(),
@@ -71,6 +71,20 @@ fn main() -> std::process::ExitCode {
             Command::Snapshot(a) => commands::snapshot::snapshot(a).await,
             Command::Fork(a) => commands::snapshot::fork(a).await,
             Command::Bench(a) => commands::bench::run(a).await,
+            Command::Image {
+                args,
+                image_dir,
+                json,
+                dirs,
+            } => {
+                let dir = image_dir.unwrap_or_else(|| dirs.cache_dir().join("images"));
+                tokio::task::spawn_blocking(move || commands::image::run(args, &dir, json))
+                    .await??;
+                Ok(0)
+            }
+            Command::Shell(a) => commands::shell::shell(a).await,
+            Command::Ps(a) => commands::shell::ps(a).await,
+            Command::Expose(a) => commands::shell::expose(a).await,
         }
     });
     match result {

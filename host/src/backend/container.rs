@@ -24,7 +24,7 @@ use crate::sandbox::Sandbox;
 pub struct ContainerConfig {
     /// Where containers keep their state (`<data>/containers`).
     pub root: PathBuf,
-    /// The image store (`<data>/images` or `--image-dir`).
+    /// The image store (`<cache>/images` or `--image-dir`).
     pub image_dir: PathBuf,
     /// The image sandboxes run (a name or an id); the default recipe's is built on first need.
     pub image: String,
@@ -37,12 +37,13 @@ pub struct ContainerConfig {
 }
 
 impl ContainerConfig {
-    /// Defaults under `data_dir`.
+    /// Defaults: containers under `data_dir`, images under `cache_dir` (itself under the data
+    /// dir unless moved; a shared cache dir shares the images too).
     #[must_use]
-    pub fn new(data_dir: &Path) -> Self {
+    pub fn new(data_dir: &Path, cache_dir: &Path) -> Self {
         Self {
             root: data_dir.join("containers"),
-            image_dir: data_dir.join("images"),
+            image_dir: cache_dir.join("images"),
             image: image::DEFAULT_IMAGE.to_owned(),
             oci: OciChoice::Auto,
             limits: Limits {

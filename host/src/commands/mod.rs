@@ -2,7 +2,9 @@
 
 pub mod bench;
 mod client_verbs;
+pub mod image;
 pub mod prepare;
+pub mod shell;
 pub mod snapshot;
 
 use std::net::SocketAddr;
@@ -80,7 +82,7 @@ pub struct ContainerArgs {
     /// `runc`, `crun`, or the path of a runc-compatible binary.
     #[arg(long, env = "HYBOX_OCI_RUNTIME", default_value = "auto")]
     pub oci_runtime: String,
-    /// Image store (built and imported root filesystems); default `<data-dir>/images`.
+    /// Image store (built and imported root filesystems); default `<cache-dir>/images`.
     #[arg(long, env = "HYBOX_IMAGE_DIR")]
     pub image_dir: Option<PathBuf>,
     /// Image the containers run (a name or an id); the default one is built on first need.
@@ -250,6 +252,26 @@ pub enum Command {
     Fork(snapshot::ForkArgs),
     /// Measure cold starts side by side with peers.
     Bench(bench::BenchArgs),
+    /// Container images: build the default Ubuntu 24.04 one, list, import a rootfs or an OCI
+    /// tarball, remove.
+    Image {
+        #[command(flatten)]
+        args: image::ImageArgs,
+        /// Image store; default `<cache-dir>/images` (where `hybox serve` looks).
+        #[arg(long, env = "HYBOX_IMAGE_DIR", global = true)]
+        image_dir: Option<PathBuf>,
+        /// Print machine-readable JSON.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// An interactive terminal in a sandbox's container.
+    Shell(shell::ShellArgs),
+    /// List a sandbox's background processes.
+    Ps(shell::PsArgs),
+    /// Expose a port of a sandbox's container under a preview URL (or `--remove` it).
+    Expose(shell::ExposeArgs),
 }
 
 pub use client_verbs::describe;
