@@ -108,16 +108,17 @@ pub struct ContainerArgs {
 }
 
 impl ContainerArgs {
-    /// The route's configuration under `data_dir`.
+    /// The route's configuration: containers under `data_dir`, images under `cache_dir`.
     ///
     /// # Errors
     /// A bad `--sleep-after` or `--oci-runtime`.
     pub fn config(
         &self,
         data_dir: &std::path::Path,
+        cache_dir: &std::path::Path,
     ) -> anyhow::Result<crate::backend::container::ContainerConfig> {
         use hybox_container_fallback::runtime::OciChoice;
-        let mut c = crate::backend::container::ContainerConfig::new(data_dir);
+        let mut c = crate::backend::container::ContainerConfig::new(data_dir, cache_dir);
         if let Some(dir) = &self.image_dir {
             c.image_dir.clone_from(dir);
         }
