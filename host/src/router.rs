@@ -87,13 +87,14 @@ pub fn route(
     extra: &[String],
     containers: Result<(), &str>,
 ) -> Result<Decision, ApiError> {
-    let foreign = containers
-        .is_ok()
+    // Only a free choice moves a command for its paths: forced into wasm, it runs there and
+    // sees what the guests see.
+    let foreign = (containers.is_ok() && choice == RuntimeChoice::Auto)
         .then(|| foreign_path(command, extra))
         .flatten();
     let plan = if choice == RuntimeChoice::Container {
         ShellPlan::Decline("runtime container was requested".into())
-    } else if !sees(cwd, extra) {
+    } else if cwd != "/" && !sees(cwd, extra) {
         ShellPlan::Decline(format!(
             "the working directory {cwd} is only in the container"
         ))

@@ -525,10 +525,16 @@ fn exec_runs_interpreter_commands_with_exit_codes() {
     assert_eq!(v["stdout"], "2\n");
 }
 
+/// Whether the server under test runs containers (root, runc or crun, the image built).
+fn containers(s: &Server) -> bool {
+    s.get("/v1/health").json["containers"]["available"] == true
+}
+
 #[test]
 fn exec_declines_with_reasons_and_deadlines() {
     let s = Server::start();
     let sb = s.sandbox("decl");
+    let with_containers = containers(&s);
     for (cmd, reason) in [
         ("gcc hello.c", "uses program gcc"),
         ("apt-get install -y curl", "uses program apt-get"),
@@ -537,32 +543,45 @@ fn exec_declines_with_reasons_and_deadlines() {
         ("echo $(whoami)", "uses command substitution"),
         ("sleep 10 &", "runs in the background (&)"),
     ] {
-        let (st, v) = exec(&s, &sb, json!({"command": cmd}));
+        // Forced into wasm, the planner's reason is the refusal.
+        let (st, v) = exec(&s, &sb, json!({"command": cmd, "runtime": "wasi"}));
         assert_eq!(
             (st, v["code"].as_str()),
             (501, Some("ROUTE_UNAVAILABLE")),
             "{cmd}"
         );
         assert_eq!(v["details"]["routeReason"], reason, "{cmd}: {v}");
-        assert!(
-            v["message"].as_str().expect("message").starts_with(reason),
+        assert_eq!(
+            v["message"],
+            format!("runtime wasi cannot run this command: {reason}"),
             "{cmd}: {v}"
         );
+        // Left to the router, it goes to the container with the same reason, or is refused
+        // with it when this host has no containers.
+        let (st, v) = exec(&s, &sb, json!({"command": cmd, "timeoutMs": 20_000}));
+        if with_containers {
+            assert_eq!(st, 200, "{cmd}: {v}");
+            assert_eq!(v["route"], "container", "{cmd}: {v}");
+            assert_eq!(v["routeReason"], reason, "{cmd}: {v}");
+        } else {
+            assert_eq!(v["code"], "ROUTE_UNAVAILABLE", "{cmd}: {v}");
+            assert_eq!(v["details"]["routeReason"], reason, "{cmd}: {v}");
+            assert!(
+                v["message"].as_str().expect("message").starts_with(reason),
+                "{cmd}: {v}"
+            );
+        }
     }
-    let (_, v) = exec(&s, &sb, json!({"command": "gcc x.c", "runtime": "wasi"}));
-    assert!(
-        v["message"]
-            .as_str()
-            .expect("message")
-            .starts_with("runtime wasi cannot run this command"),
-        "{v}"
-    );
     let (_, v) = exec(
         &s,
         &sb,
         json!({"command": "python3 -c 1", "runtime": "container"}),
     );
-    assert_eq!(v["code"], "ROUTE_UNAVAILABLE");
+    if with_containers {
+        assert_eq!((v["route"].as_str(), v["exitCode"].as_i64()), (Some("container"), Some(0)), "{v}");
+    } else {
+        assert_eq!(v["code"], "ROUTE_UNAVAILABLE");
+    }
     let (_, v) = exec(&s, &sb, json!({"command": "python3 -c 1", "runtime": "vm"}));
     assert_eq!(v["code"], "INVALID_REQUEST");
     let started = Instant::now();
@@ -573,8 +592,15 @@ fn exec_declines_with_reasons_and_deadlines() {
     );
     assert_eq!((st, v["code"].as_str()), (408, Some("TIMEOUT")));
     assert!(started.elapsed() < Duration::from_secs(5));
-    let (st, v) = exec(&s, &sb, json!({"command": "python3 -c 1", "cwd": "/etc"}));
-    assert_eq!((st, v["code"].as_str()), (400, Some("INVALID_REQUEST")));
+    // A cwd only the container has is taken there; the wasm route refuses it.
+    let (st, v) = exec(
+        &s,
+        &sb,
+        json!({"command": "python3 -c 1", "cwd": "/etc", "runtime": "wasi"}),
+    );
+    assert_eq!((st, v["code"].as_str()), (501, Some("ROUTE_UNAVAILABLE")), "{v}");
+    let (st, v) = exec(&s, &sb, json!({"command": "ls", "cwd": "../../.."}));
+    assert_eq!((st, v["code"].as_str()), (400, Some("INVALID_REQUEST")), "{v}");
 }
 
 #[test]
@@ -635,7 +661,11 @@ fn cli_exec_run_ls_rm() {
     assert_eq!(v["sandboxes"][0]["id"], "clibox");
     let (code, _, err) = cli(&s, &["exec", "clibox", "--", "gcc", "x.c"]);
     assert_ne!(code, 0);
-    assert!(err.contains("ROUTE_UNAVAILABLE"), "{err}");
+    if containers(&s) {
+        assert!(err.contains("x.c: No such file or directory"), "{err}");
+    } else {
+        assert!(err.contains("ROUTE_UNAVAILABLE"), "{err}");
+    }
     let (code, _, _) = cli(&s, &["rm", "clibox"]);
     assert_eq!(code, 0);
     assert_eq!(s.get("/v1/sandboxes/clibox").status, 404);

@@ -1118,7 +1118,7 @@ fn error_answers_match_the_error_schema() {
         (
             "exec",
             format!("{sb}/exec"),
-            Req::Post(json!({ "command": "gcc x.c" })),
+            Req::Post(json!({ "command": "gcc x.c", "runtime": "wasi" })),
             "ROUTE_UNAVAILABLE",
         ),
         (
