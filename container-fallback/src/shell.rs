@@ -116,14 +116,16 @@ pub fn wrap(command: &str, state: &SessionState, session: &str) -> Vec<String> {
     let fns = functions_file(session);
     s.push_str("__hybox_fns=");
     s.push_str(&quote(&fns));
-    s.push('\n');
+    // The session's functions and aliases first: the wrapper's own functions, saved with them,
+    // are then defined again below.
+    s.push_str("\n[ -r \"$__hybox_fns\" ] && . \"$__hybox_fns\" 2>/dev/null\nshopt -s expand_aliases\n");
     // The report: everything NUL-separated, so values may hold newlines.
     s.push_str(
         r#"__hybox_report() {
 __hybox_rc=$?
 trap - EXIT
 { printf 'status\0%s\0cwd\0%s\0' "$__hybox_rc" "$PWD"
-  for __hybox_n in $(compgen -v); do
+  for __hybox_n in ${!A*} ${!B*} ${!C*} ${!D*} ${!E*} ${!F*} ${!G*} ${!H*} ${!I*} ${!J*} ${!K*} ${!L*} ${!M*} ${!N*} ${!O*} ${!P*} ${!Q*} ${!R*} ${!S*} ${!T*} ${!U*} ${!V*} ${!W*} ${!X*} ${!Y*} ${!Z*} ${!a*} ${!b*} ${!c*} ${!d*} ${!e*} ${!f*} ${!g*} ${!h*} ${!i*} ${!j*} ${!k*} ${!l*} ${!m*} ${!n*} ${!o*} ${!p*} ${!q*} ${!r*} ${!s*} ${!t*} ${!u*} ${!v*} ${!w*} ${!x*} ${!y*} ${!z*} ${!_*}; do
     case $__hybox_n in __hybox*) continue;; esac
     __hybox_a=${!__hybox_n@a}
     case $__hybox_a in *[aA]*) continue;; esac
@@ -135,8 +137,6 @@ trap - EXIT
 exec 3>&-
 exit "$__hybox_rc"
 }
-[ -r "$__hybox_fns" ] && . "$__hybox_fns" 2>/dev/null
-shopt -s expand_aliases
 "#,
     );
     for (k, v) in &state.vars {
@@ -157,7 +157,11 @@ shopt -s expand_aliases
     s.push_str(" || exit 1\n");
     s.push_str("trap __hybox_report EXIT\n");
     s.push_str("__hybox_cmd=$1\nset --\n");
-    s.push_str(&format!("(exit {})\n", state.last_status.clamp(0, 255)));
+    // `$?` for the command, set without a subshell (every fork is a millisecond here).
+    s.push_str(&format!(
+        "__hybox_status() {{ return \"$1\"; }}\n__hybox_status {}\n",
+        state.last_status.clamp(0, 255)
+    ));
     s.push_str("eval \"$__hybox_cmd\"\n");
     let _ = command;
     vec![
@@ -311,7 +315,7 @@ mod tests {
         assert!(script.contains(r"export X='it'\''s'"));
         assert!(script.contains("\nY='2'\n"));
         assert!(script.contains("cd -- '/workspace/a b'"));
-        assert!(script.contains("(exit 3)"));
+        assert!(script.contains("__hybox_status 3\n"));
     }
 
     /// Runs a wrapped command in the host's bash (the same script the container runs), with
