@@ -137,6 +137,20 @@ fn parse_slice(pat: &str, line: &str) -> Vec<Option<Seg>> {
         .collect()
 }
 
+/// `"a", x @ ("b" | "c")` → `["\"a\", \"b\"", "\"a\", \"c\""]`.
+fn expand_alternatives(pat: &str) -> Vec<String> {
+    let Some(at) = pat.find(" @ (") else {
+        return vec![pat.to_owned()];
+    };
+    let start = pat[..at].rfind(',').map_or(0, |i| i + 1);
+    let close = at + pat[at..].find(')').expect("closing paren");
+    let alts = &pat[at + 4..close];
+    alts.split('|')
+        .map(|a| format!("{} {}{}", &pat[..start], a.trim(), &pat[close + 1..]))
+        .flat_map(|p| expand_alternatives(&p))
+        .collect()
+}
+
 /// `&Method::POST | &Method::PUT` → `["POST", "PUT"]`; `_` → none (the not-allowed arms).
 fn parse_methods(text: &str, line: &str) -> Vec<String> {
     if text.trim() == "_" {
@@ -212,10 +226,12 @@ fn router_routes() -> Vec<(String, Vec<Seg>)> {
                 continue; // `(..., _) => not_allowed()`
             }
             assert!(!pat.contains(".."), "open-ended served route: {t}");
-            let mut segs = prefix.clone();
-            segs.extend(parse_slice(pat, t).into_iter().map(|s| s.expect("no rest")));
-            for m in methods {
-                routes.push((m, segs.clone()));
+            for pat in expand_alternatives(pat) {
+                let mut segs = prefix.clone();
+                segs.extend(parse_slice(&pat, t).into_iter().map(|s| s.expect("no rest")));
+                for m in &methods {
+                    routes.push((m.clone(), segs.clone()));
+                }
             }
         } else if let Some(rest) = t.strip_prefix('[') {
             let (pat, _) = rest
@@ -378,13 +394,13 @@ fn document_is_well_formed() {
         assert_eq!(in_path, declared, "{} {}", o.method, o.path);
         let responses = o.op["responses"].as_object().expect("responses");
         assert!(
-            responses.keys().any(|k| k.starts_with('2')),
+            responses.keys().any(|k| k.starts_with('2') || k == "101"),
             "{}: no success response",
             o.id
         );
         // Every error response is the common error schema.
         for (status, r) in responses {
-            if status.starts_with('2') {
+            if status.starts_with('2') || status == "101" {
                 continue;
             }
             let r = resolve(&doc, r);
@@ -620,13 +636,23 @@ fn body_for(op_id: &str) -> Option<Value> {
             json!({ "dir": "/workspace/openapi", "name": "openapi-created", "ttl": 3600 })
         }
         "forkSandbox" => json!({ "ids": [FORK] }),
+        "startProcess" => json!({ "command": "sleep 1", "processId": "openapi-started" }),
+        "waitForPort" => json!({ "port": 8765, "timeout": 20000 }),
+        "waitForLog" => json!({ "pattern": "read+y", "timeout": 20000 }),
+        "waitForExit" => json!({ "timeout": 20000 }),
+        "exposePort" => json!({ "port": 8765, "name": "web" }),
+        "gitCheckout" => json!({ "repoUrl": "/workspace/openapi/nope.git" }),
         _ => return None,
     })
 }
 
 /// Operations that are expected to fail on the fixtures, with their code.
 fn expected_error(op_id: &str) -> Option<&'static str> {
-    (op_id == "cancelExec").then_some("EXEC_NOT_FOUND")
+    match op_id {
+        "cancelExec" => Some("EXEC_NOT_FOUND"),
+        "openTerminal" => Some("INVALID_REQUEST"),
+        _ => None,
+    }
 }
 
 #[derive(Debug)]
@@ -684,6 +710,16 @@ fn fixtures(s: &Server) -> Fixtures {
         assert_eq!(a.status, 200, "{a:?}");
     }
     let a = s.post(
+        &format!("{base}/processes"),
+        &json!({ "processId": "openapi-web", "command": "echo ready; exec python3 -m http.server 8765 --bind 127.0.0.1" }),
+    );
+    assert_eq!(a.status, 201, "{a:?}");
+    let a = s.post(
+        &format!("{base}/processes"),
+        &json!({ "processId": "openapi-short", "command": "echo done" }),
+    );
+    assert_eq!(a.status, 201, "{a:?}");
+    let a = s.post(
         &format!("{base}/files/mkdir"),
         &json!({ "path": "openapi/into" }),
     );
@@ -709,6 +745,8 @@ fn fixtures(s: &Server) -> Fixtures {
             ("execId", NO_EXEC.to_owned()),
             ("snapshotId", kept),
             ("name", VOLUME.to_owned()),
+            ("processId", "openapi-web".to_owned()),
+            ("port", "8765".to_owned()),
         ]),
         query: BTreeMap::from([("path", "openapi/raw.txt".to_owned())]),
         only: BTreeMap::from([
@@ -721,6 +759,7 @@ fn fixtures(s: &Server) -> Fixtures {
             (("watchFiles", "recursive"), "true".to_owned()),
             (("watchFiles", "include"), "*.txt".to_owned()),
             (("importSnapshot", "name"), "openapi-imported".to_owned()),
+            (("waitForExit", "processId"), "openapi-short".to_owned()),
         ]),
         sqfs: export.bytes,
     }
@@ -878,12 +917,24 @@ fn check_stream(s: &Server, doc: &Value, o: &Operation, path: &str, body: &Body)
     let Some(media) = o.op["responses"]["200"]["content"].get("text/event-stream") else {
         return;
     };
-    let Body::Json(body) = body else {
-        panic!("{}: a stream needs a JSON body", o.id);
-    };
     let events = media["x-sse-events"]
         .as_object()
         .unwrap_or_else(|| panic!("{}: text/event-stream without x-sse-events", o.id));
+    if o.method == "GET" {
+        let (status, rx) = s.get_sse(path);
+        assert_eq!(status, 200, "{}", o.id);
+        let mut names = Vec::new();
+        while let Ok((name, data)) = rx.recv_timeout(Duration::from_secs(5)) {
+            let schema = events.get(&name).unwrap_or_else(|| panic!("{}: undocumented event {name:?}", o.id));
+            assert_valid(doc, schema, &data, &format!("{} event {name}", o.id));
+            names.push(name);
+        }
+        assert!(names.contains(&"stdout".to_owned()), "{}: {names:?}", o.id);
+        return;
+    }
+    let Body::Json(body) = body else {
+        panic!("{}: a stream needs a JSON body", o.id);
+    };
     let (status, got) = s.post_sse(path, body);
     assert_eq!(status, 200, "{}", o.id);
     let names: Vec<&str> = got.iter().map(|(n, _, _)| n.as_str()).collect();
