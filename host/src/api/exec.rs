@@ -233,6 +233,30 @@ async fn run(p: Planned, sink: Option<EventSink>) -> Result<(RunOutcome, String)
     Ok(result)
 }
 
+/// Decodes `chunk` after the bytes `carry` kept from the previous one; an incomplete UTF-8
+/// sequence at the end is kept for the next chunk (invalid bytes become U+FFFD).
+fn utf8_chunk(carry: &mut Vec<u8>, chunk: &[u8]) -> String {
+    carry.extend_from_slice(chunk);
+    let keep = match std::str::from_utf8(carry) {
+        Ok(_) => 0,
+        Err(e) if e.error_len().is_none() => carry.len() - e.valid_up_to(),
+        Err(_) => {
+            // Invalid in the middle: maybe also incomplete at the end (at most 3 bytes).
+            let tail = carry.len().saturating_sub(3);
+            (tail..carry.len())
+                .find(|&i| carry[i] >= 0xc0)
+                .filter(|&i| {
+                    std::str::from_utf8(&carry[i..]).is_err_and(|e| e.error_len().is_none())
+                })
+                .map_or(0, |i| carry.len() - i)
+        }
+    };
+    let rest = carry.split_off(carry.len() - keep);
+    let text = String::from_utf8_lossy(carry).into_owned();
+    *carry = rest;
+    text
+}
+
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -299,6 +323,8 @@ pub(super) async fn run_container(
     let (mut out_bytes, mut err_bytes) = (0u64, 0u64);
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let mut report = None;
+    // A character split between two chunks is decoded whole, with the second.
+    let mut carry: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     loop {
         let next = tokio::select! {
             ev = rx.recv() => ev,
@@ -318,7 +344,7 @@ pub(super) async fn run_container(
         match next.map_err(|e| ApiError::ContainerNotReady(e.to_string()))? {
             Some(ExecEvent::Stdout(b)) => {
                 out_bytes += b.len() as u64;
-                let text = String::from_utf8_lossy(&b).into_owned();
+                let text = utf8_chunk(&mut carry[0], &b);
                 if let Some(sink) = sink.as_mut() {
                     sink(Event::Stdout(text.clone()));
                 }
@@ -330,7 +356,7 @@ pub(super) async fn run_container(
             }
             Some(ExecEvent::Stderr(b)) => {
                 err_bytes += b.len() as u64;
-                let text = String::from_utf8_lossy(&b).into_owned();
+                let text = utf8_chunk(&mut carry[1], &b);
                 if let Some(sink) = sink.as_mut() {
                     sink(Event::Stderr(text.clone()));
                 }
@@ -353,6 +379,16 @@ pub(super) async fn run_container(
         }
     }
     drop(reader);
+    if !carry[0].is_empty() {
+        outcome
+            .stdout
+            .push(String::from_utf8_lossy(&carry[0]).into_owned());
+    }
+    if !carry[1].is_empty() {
+        outcome
+            .stderr
+            .push(String::from_utf8_lossy(&carry[1]).into_owned());
+    }
     outcome.duration = started.elapsed();
     let mut after = st;
     match report {
@@ -603,4 +639,24 @@ pub(super) async fn cancel(
         StatusCode::OK,
         &json!({ "execId": exec_id, "cancelled": true }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utf8_chunk;
+
+    #[test]
+    fn characters_split_between_chunks_survive() {
+        let bytes = "héllo €".as_bytes();
+        let mut carry = Vec::new();
+        let mut out = String::new();
+        for b in bytes {
+            out.push_str(&utf8_chunk(&mut carry, std::slice::from_ref(b)));
+        }
+        assert_eq!(out, "héllo €");
+        assert!(carry.is_empty());
+        let mut carry = Vec::new();
+        assert_eq!(utf8_chunk(&mut carry, b"a\xffb\xe2\x82"), "a\u{fffd}b");
+        assert_eq!(utf8_chunk(&mut carry, b"\xac"), "€");
+    }
 }

@@ -53,8 +53,7 @@ pub struct AppState {
 pub struct Preview {
     /// The domain of host-style preview URLs: `{port}-{sandbox}-{token}.{domain}`.
     pub domain: String,
-    /// Scheme and port the URLs carry (`http`, the server's port) unless a proxy in front says
-    /// otherwise with `X-Forwarded-Proto`/`-Host`.
+    /// Scheme the URLs carry (`http`).
     pub scheme: String,
     /// The port in URLs (none for 80/443).
     pub port: Option<u16>,
