@@ -118,7 +118,9 @@ pub fn wrap(command: &str, state: &SessionState, session: &str) -> Vec<String> {
     s.push_str(&quote(&fns));
     // The session's functions and aliases first: the wrapper's own functions, saved with them,
     // are then defined again below.
-    s.push_str("\n[ -r \"$__hybox_fns\" ] && . \"$__hybox_fns\" 2>/dev/null\nshopt -s expand_aliases\n");
+    s.push_str(
+        "\n[ -r \"$__hybox_fns\" ] && . \"$__hybox_fns\" 2>/dev/null\nshopt -s expand_aliases\n",
+    );
     // The report: everything NUL-separated, so values may hold newlines.
     s.push_str(
         r#"__hybox_report() {

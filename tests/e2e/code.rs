@@ -578,7 +578,11 @@ fn exec_declines_with_reasons_and_deadlines() {
         json!({"command": "python3 -c 1", "runtime": "container"}),
     );
     if with_containers {
-        assert_eq!((v["route"].as_str(), v["exitCode"].as_i64()), (Some("container"), Some(0)), "{v}");
+        assert_eq!(
+            (v["route"].as_str(), v["exitCode"].as_i64()),
+            (Some("container"), Some(0)),
+            "{v}"
+        );
     } else {
         assert_eq!(v["code"], "ROUTE_UNAVAILABLE");
     }
@@ -598,9 +602,17 @@ fn exec_declines_with_reasons_and_deadlines() {
         &sb,
         json!({"command": "python3 -c 1", "cwd": "/etc", "runtime": "wasi"}),
     );
-    assert_eq!((st, v["code"].as_str()), (501, Some("ROUTE_UNAVAILABLE")), "{v}");
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (501, Some("ROUTE_UNAVAILABLE")),
+        "{v}"
+    );
     let (st, v) = exec(&s, &sb, json!({"command": "ls", "cwd": "../../.."}));
-    assert_eq!((st, v["code"].as_str()), (400, Some("INVALID_REQUEST")), "{v}");
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (400, Some("INVALID_REQUEST")),
+        "{v}"
+    );
 }
 
 #[test]

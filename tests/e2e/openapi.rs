@@ -228,7 +228,11 @@ fn router_routes() -> Vec<(String, Vec<Seg>)> {
             assert!(!pat.contains(".."), "open-ended served route: {t}");
             for pat in expand_alternatives(pat) {
                 let mut segs = prefix.clone();
-                segs.extend(parse_slice(&pat, t).into_iter().map(|s| s.expect("no rest")));
+                segs.extend(
+                    parse_slice(&pat, t)
+                        .into_iter()
+                        .map(|s| s.expect("no rest")),
+                );
                 for m in &methods {
                     routes.push((m.clone(), segs.clone()));
                 }
@@ -925,7 +929,9 @@ fn check_stream(s: &Server, doc: &Value, o: &Operation, path: &str, body: &Body)
         assert_eq!(status, 200, "{}", o.id);
         let mut names = Vec::new();
         while let Ok((name, data)) = rx.recv_timeout(Duration::from_secs(5)) {
-            let schema = events.get(&name).unwrap_or_else(|| panic!("{}: undocumented event {name:?}", o.id));
+            let schema = events
+                .get(&name)
+                .unwrap_or_else(|| panic!("{}: undocumented event {name:?}", o.id));
             assert_valid(doc, schema, &data, &format!("{} event {name}", o.id));
             names.push(name);
         }

@@ -97,7 +97,11 @@ fn window() -> (u16, u16) {
 pub async fn shell(a: ShellArgs) -> anyhow::Result<i32> {
     let client = Client::new(&a.server.server, a.server.token.clone());
     client
-        .call(Method::PUT, &format!("/v1/sandboxes/{}", a.sandbox), Some(&json!({})))
+        .call(
+            Method::PUT,
+            &format!("/v1/sandboxes/{}", a.sandbox),
+            Some(&json!({})),
+        )
         .await?;
     let (cols, rows) = window();
     let base = a.server.server.trim_end_matches('/');
@@ -106,7 +110,10 @@ pub async fn shell(a: ShellArgs) -> anyhow::Result<i32> {
     } else {
         format!("ws://{}", base.trim_start_matches("http://"))
     };
-    let mut url = format!("{ws_base}/v1/sandboxes/{}/terminal?cols={cols}&rows={rows}", a.sandbox);
+    let mut url = format!(
+        "{ws_base}/v1/sandboxes/{}/terminal?cols={cols}&rows={rows}",
+        a.sandbox
+    );
     if let Some(s) = &a.session {
         url.push_str(&format!("&session={s}"));
     }
@@ -171,20 +178,29 @@ pub async fn shell(a: ShellArgs) -> anyhow::Result<i32> {
 pub async fn ps(a: PsArgs) -> anyhow::Result<i32> {
     let client = Client::new(&a.server.server, a.server.token.clone());
     let v = client
-        .call(Method::GET, &format!("/v1/sandboxes/{}/processes", a.sandbox), None)
+        .call(
+            Method::GET,
+            &format!("/v1/sandboxes/{}/processes", a.sandbox),
+            None,
+        )
         .await?;
     if a.server.json {
         println!("{v:#}");
         return Ok(0);
     }
-    println!("{:<20} {:>7} {:<10} {:>5}  COMMAND", "ID", "PID", "STATUS", "EXIT");
+    println!(
+        "{:<20} {:>7} {:<10} {:>5}  COMMAND",
+        "ID", "PID", "STATUS", "EXIT"
+    );
     for p in v["processes"].as_array().into_iter().flatten() {
         println!(
             "{:<20} {:>7} {:<10} {:>5}  {}",
             p["id"].as_str().unwrap_or(""),
             p["pid"],
             p["status"].as_str().unwrap_or(""),
-            p["exitCode"].as_i64().map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            p["exitCode"]
+                .as_i64()
+                .map_or_else(|| "-".to_owned(), |c| c.to_string()),
             p["command"].as_str().unwrap_or("")
         );
     }
@@ -209,9 +225,7 @@ pub async fn expose(a: ExposeArgs) -> anyhow::Result<i32> {
     if let Some(n) = &a.name {
         body["name"] = json!(n);
     }
-    let v = client
-        .call(Method::POST, &path, Some(&body))
-        .await?;
+    let v = client.call(Method::POST, &path, Some(&body)).await?;
     if a.server.json {
         println!("{v:#}");
     } else {
