@@ -245,6 +245,29 @@ fn rules(host: &str, subnet: Subnet) -> Vec<Rule> {
             insert: true,
             spec: spec(&["-i", host, "-o", "hbx+", "-j", "DROP"]),
         },
+        // Not to the host itself: a service on the host's addresses is not the internet. (Rules
+        // are inserted at the top one after another, so the reply rule ends up above the drop.)
+        Rule {
+            table: "filter",
+            chain: "INPUT",
+            insert: true,
+            spec: spec(&["-i", host, "-j", "DROP"]),
+        },
+        Rule {
+            table: "filter",
+            chain: "INPUT",
+            insert: true,
+            spec: spec(&[
+                "-i",
+                host,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-j",
+                "ACCEPT",
+            ]),
+        },
         // Replies only: nothing from outside opens a connection to the container.
         Rule {
             table: "filter",
