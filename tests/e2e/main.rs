@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, one module per area, each test against a real `hybox serve`.
 
 mod code;
+mod containers;
 mod files;
 mod openapi;
 mod sandboxes;
