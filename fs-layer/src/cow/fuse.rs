@@ -488,6 +488,22 @@ impl Filesystem for Fs {
         reply.error(Errno::ENOSYS);
     }
 
+    /// No file here is a device: every ioctl (a program asking whether a file is a terminal,
+    /// `TCGETS`, is the common one) is "not a typewriter", answered quietly.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: fuser::FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         empty(reply, self.v.access(ino.0));
     }

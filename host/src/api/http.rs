@@ -105,6 +105,13 @@ pub fn error(err: &ApiError) -> Response<Body> {
     // not a fault of the server's.
     if status == StatusCode::NOT_IMPLEMENTED {
         tracing::info!(error = %err, "request declined");
+    } else if matches!(
+        err,
+        ApiError::PortNotListening { .. } | ApiError::ContainerNotReady(_)
+    ) {
+        // A preview of a server that is not up, a sandbox whose container is asleep or cannot
+        // start: the client's answer to act on; logged, not an alarm.
+        tracing::warn!(error = %err, "request not served");
     } else if status.is_server_error() {
         tracing::error!(error = ?err, "request failed");
     }
