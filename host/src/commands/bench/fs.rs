@@ -562,7 +562,7 @@ pub(super) fn workspace_path(data_dir: &Path, sandbox: &str) -> PathBuf {
 }
 
 /// Whether this process runs as root (effective uid 0).
-fn is_root() -> bool {
+pub(super) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -2012,7 +2012,7 @@ fn rate_samples(amount: f64, ms: &[f64]) -> Vec<f64> {
 
 /// A description lives as long as the report (`Outcome` holds `&'static str`): made once per
 /// case per run of the bench.
-fn leak(s: String) -> &'static str {
+pub(super) fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 

@@ -13,25 +13,35 @@ use super::svg::{self, escape};
 /// The file name of the medians chart.
 pub const MEDIANS_SVG: &str = "medians.svg";
 
+/// The file name of the density scenario's memory chart.
+pub const MEMORY_SVG: &str = "memory.svg";
+
 /// One chart of the page: its file and what it shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chart {
     /// File name in the report folder.
     pub file: String,
-    /// The case it belongs to, `None` for the medians chart.
+    /// The case it belongs to, `None` for the medians and memory charts.
     pub case: Option<String>,
     /// The SVG text.
     pub svg: String,
 }
 
-/// Every chart of a report: the medians, then one CDF per case with unit ms, in the
-/// document's order.
+/// Every chart of a report: the medians, the memory per item (density), then one CDF per
+/// case with unit ms, in the document's order.
 #[must_use]
 pub fn charts(report: &Report) -> Vec<Chart> {
     let mut out = Vec::new();
     if let Some(svg) = svg::medians(report) {
         out.push(Chart {
             file: MEDIANS_SVG.to_owned(),
+            case: None,
+            svg,
+        });
+    }
+    if let Some(svg) = svg::memory(report) {
+        out.push(Chart {
+            file: MEMORY_SVG.to_owned(),
             case: None,
             svg,
         });
@@ -150,12 +160,22 @@ pub fn index(report: &Report, charts: &[Chart]) -> String {
         out.push_str("</ul>\n");
     }
 
-    if let Some(m) = charts.iter().find(|c| c.case.is_none()) {
+    if let Some(m) = charts.iter().find(|c| c.file == MEDIANS_SVG) {
         let _ = writeln!(
             out,
             "<h2>Medians</h2>\n<figure><img src=\"{}\" alt=\"median (bar) and p90 (whisker) \
              of every case in ms, log scale\"><figcaption>Bar: median; whisker: p90. \
              hybox in blue, peers in orange; only cases measured in ms.</figcaption></figure>",
+            escape(&m.file)
+        );
+    }
+    if let Some(m) = charts.iter().find(|c| c.file == MEMORY_SVG) {
+        let _ = writeln!(
+            out,
+            "<h2>Memory per item</h2>\n<figure><img src=\"{}\" alt=\"median MiB per idle \
+             item of each kind\"><figcaption>The density scenario: one bar per item kind, to \
+             the median memory one idle item adds; the label has the mean (total over count) \
+             and how many fit the budget.</figcaption></figure>",
             escape(&m.file)
         );
     }
@@ -216,7 +236,12 @@ mod tests {
         let files: Vec<&str> = charts.iter().map(|c| c.file.as_str()).collect();
         assert_eq!(
             files,
-            ["medians.svg", "cdf-py_fast_.svg", "cdf-peer-py.svg"],
+            [
+                "medians.svg",
+                "memory.svg",
+                "cdf-py_fast_.svg",
+                "cdf-peer-py.svg"
+            ],
             "no CDF for MiB or skipped cases"
         );
         let html = index(&r, &charts);
@@ -227,6 +252,7 @@ mod tests {
             "no external assets"
         );
         assert!(html.contains("<img src=\"medians.svg\""));
+        assert!(html.contains("<img src=\"memory.svg\""));
         assert!(html.contains("<img src=\"cdf-py_fast_.svg\""));
         assert!(html.contains("<td>py&lt;fast&gt;</td>"), "names escaped");
         assert!(

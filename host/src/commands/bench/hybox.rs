@@ -317,3 +317,111 @@ pub async fn cold_server_run(
     Expect::Stdout("2\n").check(&answer?.1)?;
     Ok(elapsed)
 }
+
+/// Why an error answer means the server cannot do this here, rather than that it failed:
+/// `ROUTE_UNAVAILABLE` or `RUNTIME_UNAVAILABLE`, any 501 or 503, or a 404 `ROUTE_NOT_FOUND`
+/// or `NOT_FOUND` (a server without the endpoint). The reason to skip the cases with, or `None`.
+#[must_use]
+pub fn unavailable(e: &anyhow::Error) -> Option<String> {
+    let f = e.downcast_ref::<crate::client::ApiFailure>()?;
+    let declined = matches!(f.code.as_str(), "ROUTE_UNAVAILABLE" | "RUNTIME_UNAVAILABLE")
+        || matches!(f.status, 501 | 503)
+        || (f.status == 404 && matches!(f.code.as_str(), "ROUTE_NOT_FOUND" | "NOT_FOUND"));
+    declined.then(|| {
+        format!(
+            "the server answered {} ({}): {}",
+            f.code, f.status, f.message
+        )
+    })
+}
+
+/// `POST .../exec {"command": "/bin/true", "runtime": "container"}`; the time of the request
+/// and its answer, checked: `exitCode` 0 and `route` `container`.
+///
+/// # Errors
+/// API errors or another answer.
+pub async fn container_true(client: &Client, id: &str) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    let answer = client
+        .call(
+            Method::POST,
+            &format!("/v1/sandboxes/{id}/exec"),
+            Some(&json!({ "command": "/bin/true", "runtime": "container" })),
+        )
+        .await
+        .with_context(|| format!("exec /bin/true in the container of {id}"))?;
+    let elapsed = t0.elapsed();
+    if answer["exitCode"] != 0 || answer["route"] != "container" {
+        bail!("unexpected container exec answer: {answer}");
+    }
+    Ok(elapsed)
+}
+
+/// `POST .../ports {"port": port}`; the preview token of the answer.
+///
+/// # Errors
+/// API errors, or an answer without a token.
+pub async fn expose_port(client: &Client, id: &str, port: u16) -> anyhow::Result<String> {
+    let answer = client
+        .call(
+            Method::POST,
+            &format!("/v1/sandboxes/{id}/ports"),
+            Some(&json!({ "port": port })),
+        )
+        .await
+        .with_context(|| format!("expose port {port} of {id}"))?;
+    answer["token"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("port answer without a token: {answer}"))
+}
+
+/// `POST .../processes {"command", "processId"}`: starts a background process.
+///
+/// # Errors
+/// API errors.
+pub async fn start_process(
+    client: &Client,
+    id: &str,
+    process: &str,
+    command: &str,
+) -> anyhow::Result<()> {
+    client
+        .call(
+            Method::POST,
+            &format!("/v1/sandboxes/{id}/processes"),
+            Some(&json!({ "command": command, "processId": process })),
+        )
+        .await
+        .with_context(|| format!("start process {process} ({command:?}) in {id}"))?;
+    Ok(())
+}
+
+/// `DELETE .../processes/{process}`: kills it.
+///
+/// # Errors
+/// API errors.
+pub async fn kill_process(client: &Client, id: &str, process: &str) -> anyhow::Result<()> {
+    client
+        .call(
+            Method::DELETE,
+            &format!("/v1/sandboxes/{id}/processes/{process}"),
+            None,
+        )
+        .await
+        .with_context(|| format!("kill process {process} in {id}"))?;
+    Ok(())
+}
+
+/// The container image's file as `GET /v1/health` reports it (`containers.image.path`, or
+/// `container.image.path`), when it does.
+///
+/// # Errors
+/// API errors.
+pub async fn container_image(client: &Client) -> anyhow::Result<Option<PathBuf>> {
+    let health = client.call(Method::GET, "/v1/health", None).await?;
+    Ok(["containers", "container"]
+        .iter()
+        .find_map(|k| health[*k]["image"]["path"].as_str())
+        .map(PathBuf::from))
+}

@@ -98,6 +98,16 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     kib_field(&status, "VmRSS").ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// The proportional set of a process (`Pss` of /proc/PID/smaps_rollup: each shared page
+/// divided among the processes mapping it), in KiB.
+///
+/// # Errors
+/// When the process is gone, or the kernel has no smaps_rollup (before 4.14).
+pub fn pss_kib(pid: u32) -> anyhow::Result<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    kib_field(&rollup, "Pss").ok_or_else(|| anyhow::anyhow!("no Pss in /proc/{pid}/smaps_rollup"))
+}
+
 /// CPU time a process has used (user + system, `/proc/PID/stat` fields 14 and 15), in clock
 /// ticks.
 ///
@@ -153,5 +163,8 @@ mod tests {
     #[test]
     fn own_rss_is_readable() {
         assert!(rss_kib(std::process::id()).expect("own status") > 0);
+        if std::path::Path::new("/proc/self/smaps_rollup").exists() {
+            assert!(pss_kib(std::process::id()).expect("own smaps_rollup") > 0);
+        }
     }
 }

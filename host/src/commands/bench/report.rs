@@ -29,7 +29,11 @@ pub enum Family {
     JavaScript,
     /// An exec of this command line against the same line run natively by `sh -c`.
     Command(&'static str),
-    /// Compared with nothing (memory).
+    /// A container exec against OCI runtimes on the equivalent bundle.
+    Container,
+    /// A web server's first byte against the same server started natively.
+    HttpServer,
+    /// Compared with nothing (memory, counts, derived rates).
     Alone,
 }
 
@@ -46,7 +50,7 @@ pub struct Outcome {
     pub scenario: &'static str,
     /// From which instant to which it measures.
     pub description: &'static str,
-    /// `ms`, `MiB` or `MB/s`.
+    /// `ms`, `MiB`, `MB/s`, `contexts`...
     pub unit: &'static str,
     /// Warm-up runs done and discarded.
     pub warmup: usize,
@@ -102,7 +106,7 @@ pub struct CaseReport {
     pub name: String,
     /// `hybox` or `peer`.
     pub kind: Kind,
-    /// The scenario (`cold-start`, `exec`).
+    /// The scenario (`python-cold`, `exec-warm`, `density`...).
     pub scenario: String,
     /// From which instant to which it measures.
     pub description: String,
@@ -250,8 +254,8 @@ impl Report {
         rows
     }
 
-    /// Builds the document: statistics, ratios against the measured peers of the same family,
-    /// and a noise warning for each case whose p90 is far above its median.
+    /// Builds the document: statistics, ratios against the measured peers of the same family
+    /// and scenario, and a noise warning for each case whose p90 is far above its median.
     #[must_use]
     pub fn build(head: Self, outcomes: &[Outcome]) -> Self {
         let mut report = head;
@@ -277,6 +281,7 @@ impl Report {
                     if peer.kind != Kind::Peer
                         || o.family == Family::Alone
                         || peer.family != o.family
+                        || peer.scenario != o.scenario
                     {
                         continue;
                     }
@@ -289,7 +294,12 @@ impl Report {
                     }
                 }
             }
-            if let Some(s) = summary.filter(stats::is_noisy) {
+            // The density scenario's spread is the items' own (a creation that also refills
+            // the spare pool costs more), not the machine's noise: more runs would not help.
+            if let Some(s) = summary
+                .filter(stats::is_noisy)
+                .filter(|_| o.scenario != super::density::DENSITY)
+            {
                 report.warnings.push(format!(
                     "{} is noisy: its p90 is {:.0}% above its median ({} vs {} {}); \
                      rerun with more --runs on a quieter machine before trusting the median",
@@ -480,6 +490,19 @@ mod tests {
         assert_eq!(json["cases"][0]["kind"], "hybox");
         assert!(json["cases"][0]["p99"].is_null());
         assert!(r.table().contains("0.25x peer-py"));
+
+        let elsewhere = [
+            outcome("py", Kind::Hybox, Family::Python, &[10.0, 10.0, 10.0]),
+            Outcome {
+                scenario: "context-warm",
+                ..outcome("warm-peer", Kind::Peer, Family::Python, &[5.0, 5.0, 5.0])
+            },
+        ];
+        let r = Report::build(head(), &elsewhere);
+        assert!(
+            r.cases[0].compare.is_empty(),
+            "a peer of another scenario is not compared"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Hand-drawn SVG charts of a `hybox-bench/1` document: the medians of every case on one
-//! log-scale axis, and one empirical CDF per case with its peers overlaid.
+//! log-scale axis, one empirical CDF per case with its peers overlaid, and the density
+//! scenario's memory per item.
 
 use std::fmt::Write as _;
 
@@ -290,6 +291,113 @@ pub fn medians(report: &Report) -> Option<String> {
     Some(out)
 }
 
+/// The memory chart of the density scenario: one horizontal bar per item kind (each case
+/// with unit MiB), to its median MiB per item on a linear axis from 0, labelled with the mean
+/// and how many fit (its `-density` case). `None` when no such case was measured.
+#[must_use]
+pub fn memory(report: &Report) -> Option<String> {
+    let cases: Vec<&CaseReport> = report
+        .cases
+        .iter()
+        .filter(|c| c.unit == "MiB" && c.skipped.is_none() && c.median.is_some())
+        .collect();
+    if cases.is_empty() {
+        return None;
+    }
+    let top_value = cases
+        .iter()
+        .filter_map(|c| c.median)
+        .fold(0.0_f64, f64::max)
+        .max(f64::MIN_POSITIVE);
+    let step = nice_step(top_value / 4.0);
+    let axis_max = (top_value / step).ceil() * step;
+    let (label_w, plot_w, right) = (220.0, 480.0, 260.0);
+    let (row_h, top) = (26.0, 40.0);
+    let plot_h = cases.len() as f64 * row_h;
+    let width = label_w + plot_w + right;
+    let height = top + plot_h + 50.0;
+    let mut out = String::new();
+    open(&mut out, width, height, "memory per item (median), MiB");
+    let _ = writeln!(
+        out,
+        "<text x=\"{label_w:.1}\" y=\"22.5\" fill=\"#555555\">bar: median MiB per idle \
+         item; label: mean (total over count) and how many fit the budget</text>"
+    );
+    let x_of = |v: f64| label_w + (v / axis_max).clamp(0.0, 1.0) * plot_w;
+    let bottom = top + plot_h;
+    let mut tick = 0.0;
+    while tick <= axis_max + step / 2.0 {
+        let x = x_of(tick);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{x:.1}\" y1=\"{top:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\" \
+             stroke=\"#e4e4e4\"/>\n<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" \
+             fill=\"#333333\">{}</text>",
+            bottom + 16.0,
+            escape(&num(tick))
+        );
+        tick += step;
+    }
+    let _ = writeln!(
+        out,
+        "<line x1=\"{label_w:.1}\" y1=\"{bottom:.1}\" x2=\"{:.1}\" y2=\"{bottom:.1}\" \
+         stroke=\"#333333\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" \
+         fill=\"#333333\">MiB per item</text>",
+        label_w + plot_w,
+        label_w + plot_w / 2.0,
+        bottom + 34.0
+    );
+    for (i, c) in cases.iter().enumerate() {
+        let y = top + i as f64 * row_h;
+        let mid = y + row_h / 2.0;
+        let median = c.median.unwrap_or_default();
+        let count = c
+            .name
+            .strip_suffix("-memory")
+            .map(|stem| format!("{stem}-density"))
+            .and_then(|n| report.cases.iter().find(|d| d.name == n))
+            .and_then(|d| d.median);
+        let label = format!(
+            "{} MiB (mean {}){}",
+            num(median),
+            c.mean.map_or_else(|| "-".to_owned(), num),
+            count.map_or_else(String::new, |n| format!(", {n:.0} fit"))
+        );
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n\
+             <rect x=\"{label_w:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" \
+             fill=\"{HYBOX_COLOUR}\"><title>{}</title></rect>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#333333\">{}</text>",
+            label_w - 8.0,
+            mid + 4.0,
+            escape(&c.name),
+            y + 4.0,
+            (x_of(median) - label_w).max(1.0),
+            row_h - 8.0,
+            escape(&format!("{}: {label}", c.name)),
+            x_of(median) + 6.0,
+            mid + 4.0,
+            escape(&label)
+        );
+    }
+    out.push_str("</svg>\n");
+    Some(out)
+}
+
+/// A round step (1, 2 or 5 times a power of ten) at least `x`.
+fn nice_step(x: f64) -> f64 {
+    if !(x.is_finite() && x > 0.0) {
+        return 1.0;
+    }
+    let p = 10f64.powf(x.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|s| *s >= x * (1.0 - 1e-9))
+        .unwrap_or(10.0 * p)
+}
+
 /// The series a case's CDF shows: the case, then the peers it is compared with, each with
 /// samples.
 fn cdf_series<'a>(report: &'a Report, case: &'a CaseReport) -> Vec<&'a CaseReport> {
@@ -520,6 +628,39 @@ pub mod tests {
             1
         );
         assert!(svg.contains(">2.00 ms</text>"));
+    }
+
+    #[test]
+    fn memory_chart_has_one_bar_per_item_kind() {
+        let mut r = tiny();
+        r.cases[1].name = "python-context-memory".to_owned();
+        r.cases.push(case(
+            "python-context-density",
+            Kind::Hybox,
+            "contexts",
+            &[38.0],
+        ));
+        r.cases
+            .push(case("js-context-memory", Kind::Hybox, "MiB", &[1.0, 1.2]));
+        let svg = memory(&r).expect("MiB cases");
+        assert_eq!(
+            svg.matches(&format!("fill=\"{HYBOX_COLOUR}\"><title>"))
+                .count(),
+            2
+        );
+        assert!(svg.contains(">python-context-memory</text>"));
+        assert!(svg.contains("6.10 MiB (mean 6.00), 38 fit"), "{svg}");
+        assert!(svg.contains(">js-context-memory</text>"));
+        assert!(memory(&tiny_without_memory()).is_none());
+        assert!((nice_step(1.6) - 2.0).abs() < 1e-12);
+        assert!((nice_step(0.3) - 0.5).abs() < 1e-12);
+        assert!((nice_step(7.0) - 10.0).abs() < 1e-12);
+    }
+
+    fn tiny_without_memory() -> Report {
+        let mut r = tiny();
+        r.cases.retain(|c| c.unit != "MiB");
+        r
     }
 
     #[test]
