@@ -565,8 +565,19 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        // Best effort: a leftover folder in the temp dir is harmless.
-        let _ = std::fs::remove_dir_all(&self.0);
+        // A server that was just stopped may still be unmounting in it: a few tries, then the
+        // folder is named so it can be removed by hand (gigabytes of test trees).
+        for _ in 0..50 {
+            match std::fs::remove_dir_all(&self.0) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+        eprintln!(
+            "hybox bench: could not remove {} (still in use); remove it by hand",
+            self.0.display()
+        );
     }
 }
 
@@ -577,8 +588,6 @@ pub(super) struct Env {
     pub(super) exe: PathBuf,
     /// The guest cache every server of the bench uses.
     pub(super) cache_dir: PathBuf,
-    /// Data dirs, scripts and logs.
-    pub(super) scratch: Scratch,
     /// A client of the warm server.
     pub(super) client: Client,
     /// The warm server's address, for the preview's raw requests.
@@ -613,6 +622,9 @@ pub(super) struct Env {
     pub(super) preview: Result<String, String>,
     /// Makes every sandbox id and data dir unique.
     pub(super) seq: u64,
+    /// Data dirs, scripts and logs. Last: fields drop in order, and the folder can only go
+    /// once what is mounted in it (the runtime peers' bundle) and runs in it are gone.
+    pub(super) scratch: Scratch,
 }
 
 /// The warm server's sandbox holding the `python-context-warm` context.
