@@ -13,7 +13,7 @@ export HYBOX_SERVER="http://$listen"
 printf '\n\033[1m==> starting hybox serve on %s (data: %s)\033[0m\n' "$listen" "$data_dir"
 "$hybox" serve --listen "$listen" --data-dir "$data_dir" >/tmp/hybox-demo-serve.out 2>/tmp/hybox-demo-serve.log &
 server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
+trap 'kill $server 2>/dev/null && wait $server 2>/dev/null; true' EXIT
 for _ in $(seq 1 200); do
   grep -q listening /tmp/hybox-demo-serve.out 2>/dev/null && break
   if ! kill -0 $server 2>/dev/null; then cat /tmp/hybox-demo-serve.log >&2; exit 1; fi
@@ -28,14 +28,15 @@ printf '\n\033[1m==> hybox exec demo -- python3 -c ...\033[0m\n'
 
 printf '\n\033[1m==> hybox exec demo -- gcc ... (what wasm cannot run goes to the Ubuntu container)\033[0m\n'
 if curl -s "$HYBOX_SERVER/v1/health" | grep -q '"available":true'; then
-  "$hybox" exec demo -- 'echo "int main(){return puts(\"hello from gcc in the container\")<0;}" > hello.c && gcc hello.c -o hello && ./hello && grep PRETTY /etc/os-release'
+  "$hybox" exec demo -- 'echo "#include <stdio.h>" > hello.c && echo "int main(){return puts(\"hello from gcc in the container\")<0;}" >> hello.c && gcc -Wall hello.c -o hello && ./hello && grep PRETTY /etc/os-release'
   printf '\n\033[1m==> a background web server in the container, reached through its preview URL\033[0m\n'
   web="web-$(date +%s)"
   curl -s -X POST "$HYBOX_SERVER/v1/sandboxes/demo/processes" -d "{\"command\":\"python3 -m http.server 8000\",\"processId\":\"$web\"}"; echo
   curl -s -X POST "$HYBOX_SERVER/v1/sandboxes/demo/processes/$web/waitForPort" -d '{"port":8000,"timeout":30000}'; echo
   preview=$("$hybox" expose demo 8000 | tail -1)
   echo "  $preview"
-  curl -s "$preview" | grep -o 'hello[^<]*' | head -3
+  echo "  the workspace as the server in the container lists it:"
+  curl -s "$preview" | grep -o 'href="[^"]*"' | sed 's/^/    /'
   curl -s -X DELETE "$HYBOX_SERVER/v1/sandboxes/demo/processes/$web" >/dev/null
 else
   echo "  (the container route is unavailable here: $(curl -s "$HYBOX_SERVER/v1/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["containers"].get("reason"))'))"
