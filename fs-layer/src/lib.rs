@@ -24,6 +24,7 @@ pub mod flatten;
 pub mod image;
 pub mod node;
 pub mod store;
+pub mod temp;
 
 pub use error::{FsError, Result};
 pub use node::{Layer, NodeAttr, NodeId, NodeKind};

@@ -11,18 +11,17 @@
 //! touches the filesystem ([`FsError::Invalid`] otherwise).
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::hash::{BuildHasher, Hasher};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use sha2::{Digest, Sha256};
 
 use crate::image::{self, Image, Progress, TreeStats, WriteOptions};
+use crate::temp::TempFile;
 use crate::{FsError, Result};
 
 /// An image in the store.
@@ -66,68 +65,29 @@ fn check_id(id: &str) -> Result<()> {
     }
 }
 
-/// A fresh temp file name (`.<random>.tmp`).
-fn temp_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // `RandomState` is seeded from the OS once per process and then per instance.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u32(std::process::id());
-    let a = h.finish();
-    h.write_u64(a);
-    format!(".{a:016x}{:016x}.tmp", h.finish())
-}
-
-/// A temp file in the store, removed on drop unless persisted.
-struct Temp {
-    path: PathBuf,
-    file: Option<File>,
-}
+/// A temp file in the store (`.<random>.tmp`, mode 0600), removed on drop unless persisted.
+struct Temp(TempFile);
 
 impl Temp {
     fn create(dir: &Path) -> Result<Temp> {
-        loop {
-            let path = dir.join(temp_name());
-            match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(file) => {
-                    return Ok(Temp {
-                        path,
-                        file: Some(file),
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(FsError::io("create temp file", &path, e)),
-            }
-        }
+        TempFile::create(dir, "", 0o600)
+            .map(Temp)
+            .map_err(|e| FsError::io("create temp file", dir, e))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 
     fn file(&self) -> Result<&File> {
-        self.file
-            .as_ref()
-            .ok_or_else(|| FsError::io("use temp file", &self.path, io::Error::other("closed")))
+        self.0
+            .file()
+            .map_err(|e| FsError::io("use temp file", self.0.path(), e))
     }
 
     /// Renames the temp file to `to` (replacing it).
-    fn persist(mut self, to: &Path) -> Result<()> {
-        self.file = None;
-        fs::rename(&self.path, to).map_err(|e| FsError::io("rename", to, e))?;
-        self.path = PathBuf::new();
-        Ok(())
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        self.file = None;
-        if !self.path.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.path);
-        }
+    fn persist(self, to: &Path) -> Result<()> {
+        self.0.persist(to).map_err(|e| FsError::io("rename", to, e))
     }
 }
 
@@ -204,13 +164,13 @@ impl Store {
         {
             let mut w = BufWriter::new(rec.file()?);
             serde_json::to_writer(&mut w, record)
-                .map_err(|e| FsError::io("write record", &rec.path, io::Error::other(e)))?;
+                .map_err(|e| FsError::io("write record", rec.path(), io::Error::other(e)))?;
             w.flush()
-                .map_err(|e| FsError::io("write record", &rec.path, e))?;
+                .map_err(|e| FsError::io("write record", rec.path(), e))?;
         }
         rec.file()?
             .sync_all()
-            .map_err(|e| FsError::io("sync record", &rec.path, e))?;
+            .map_err(|e| FsError::io("sync record", rec.path(), e))?;
         rec.persist(&self.record_path(id))?;
         if !target.exists() {
             temp.persist(&target)?;
@@ -236,19 +196,19 @@ impl Store {
             let mut w = BufWriter::with_capacity(1 << 20, temp.file()?);
             let stats = image::write_tree(src, &mut w, opts, progress)?;
             w.flush()
-                .map_err(|e| FsError::io("write image", &temp.path, e))?;
+                .map_err(|e| FsError::io("write image", temp.path(), e))?;
             stats
         };
         let file = temp.file()?;
         file.sync_all()
-            .map_err(|e| FsError::io("sync image", &temp.path, e))?;
+            .map_err(|e| FsError::io("sync image", temp.path(), e))?;
         // backhand seeks back to write the superblock last: hash the finished file.
         let (id, size) = hash_reader(
-            File::open(&temp.path).map_err(|e| FsError::io("open image", &temp.path, e))?,
-            &temp.path,
+            File::open(temp.path()).map_err(|e| FsError::io("open image", temp.path(), e))?,
+            temp.path(),
         )?;
         // Catch a writer bug before anyone relies on the image.
-        let img = Image::open_with(&temp.path, 0).map_err(|e| match e {
+        let img = Image::open_with(temp.path(), 0).map_err(|e| match e {
             FsError::Corrupt { reason, .. } => FsError::Corrupt {
                 image: id.clone(),
                 reason: format!("written image does not read back: {reason}"),
@@ -289,16 +249,16 @@ impl Store {
                 };
                 hasher.update(&buf[..n]);
                 w.write_all(&buf[..n])
-                    .map_err(|e| FsError::io("write image", &temp.path, e))?;
+                    .map_err(|e| FsError::io("write image", temp.path(), e))?;
                 total += n as u64;
             }
             w.flush()
-                .map_err(|e| FsError::io("write image", &temp.path, e))?;
+                .map_err(|e| FsError::io("write image", temp.path(), e))?;
             (hex::encode(hasher.finalize()), total)
         };
         temp.file()?
             .sync_all()
-            .map_err(|e| FsError::io("sync image", &temp.path, e))?;
+            .map_err(|e| FsError::io("sync image", temp.path(), e))?;
         let label = file
             .file_name()
             .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
@@ -309,7 +269,7 @@ impl Store {
             },
             other => other,
         };
-        let img = Image::open_with(&temp.path, image::DEFAULT_CACHE_BYTES).map_err(relabel)?;
+        let img = Image::open_with(temp.path(), image::DEFAULT_CACHE_BYTES).map_err(relabel)?;
         img.verify_contents().map_err(relabel)?;
         let stats = img.stats();
         drop(img);
@@ -495,13 +455,5 @@ mod tests {
         ] {
             assert!(!is_valid_id(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn temp_names_differ() {
-        let a = temp_name();
-        let b = temp_name();
-        assert_ne!(a, b);
-        assert!(a.starts_with('.') && a.ends_with(".tmp"));
     }
 }

@@ -10,15 +10,14 @@
 //! build or import runs.
 
 use std::fs::{self, File, OpenOptions};
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hybox_fs_layer::image::{Image, TreeStats, WriteOptions, write_tree};
+use hybox_fs_layer::temp::TempFile;
 use rustix::fs::FlockOperation;
 use sha2::{Digest, Sha256};
 
@@ -32,66 +31,12 @@ pub fn is_id(id: &str) -> bool {
 
 /// A fresh random name: `.<prefix>-<32 hex>`.
 pub(super) fn temp_name(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // `RandomState` is seeded from the OS once per process and then per instance.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u32(std::process::id());
-    let a = h.finish();
-    h.write_u64(a);
-    format!(".{prefix}-{a:016x}{:016x}", h.finish())
+    format!(".{prefix}-{}", hybox_fs_layer::temp::random_hex())
 }
 
-/// A temp file in a directory, removed on drop unless persisted.
-struct TempFile {
-    path: PathBuf,
-    file: Option<File>,
-}
-
-impl TempFile {
-    fn create(dir: &Path, prefix: &str) -> Result<Self> {
-        loop {
-            let path = dir.join(format!("{}.tmp", temp_name(prefix)));
-            match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&path)
-            {
-                Ok(file) => {
-                    return Ok(Self {
-                        path,
-                        file: Some(file),
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    fn file(&self) -> Result<&File> {
-        self.file
-            .as_ref()
-            .ok_or_else(|| ImageError::Io(io::Error::other("temp file closed")))
-    }
-
-    fn persist(mut self, to: &Path) -> Result<()> {
-        self.file = None;
-        fs::rename(&self.path, to)?;
-        self.path = PathBuf::new();
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        self.file = None;
-        if !self.path.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
+/// A store temp file `.<prefix>-<random>.tmp` (mode 0644: images are read by the runtime).
+fn temp_file(dir: &Path, prefix: &str) -> Result<TempFile> {
+    Ok(TempFile::create(dir, &format!("{prefix}-"), 0o644)?)
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
@@ -101,7 +46,7 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 
 /// Writes `bytes` to `to` atomically (temp file, fsync, rename, fsync of the directory).
 fn write_atomic(dir: &Path, to: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = TempFile::create(dir, "manifest")?;
+    let tmp = temp_file(dir, "manifest")?;
     {
         let mut f = tmp.file()?;
         f.write_all(bytes)?;
@@ -319,7 +264,7 @@ impl ImageStore {
             done: 0,
             total: Some(total),
         });
-        let tmp = TempFile::create(&self.dir, "image")?;
+        let tmp = temp_file(&self.dir, "image")?;
         let opts = WriteOptions::default();
         let (tx, rx) = mpsc::channel::<TreeStats>();
         // fs-layer's progress callback must be `Sync`, ours need not be: the write runs on a
@@ -347,9 +292,9 @@ impl ImageStore {
                 .map_err(ImageError::from)
         })?;
         tmp.file()?.sync_all()?;
-        let (id, size) = hash_file(&tmp.path)?;
+        let (id, size) = hash_file(tmp.path())?;
         // Catch a writer bug before anyone mounts the image.
-        let img = Image::open_with(&tmp.path, 0)
+        let img = Image::open_with(tmp.path(), 0)
             .map_err(|e| ImageError::Build(format!("packing: image does not read back: {e}")))?;
         if img.stats() != written {
             return Err(ImageError::Build(
