@@ -39,15 +39,10 @@ pub struct Target {
     pub set_cookie: Option<String>,
 }
 
-/// Constant-time token comparison.
+/// Whether `given` is the port's token (compared in constant time; an empty token never is).
 #[must_use]
 pub fn same_token(expected: &str, given: &str) -> bool {
-    let (a, b) = (expected.as_bytes(), given.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0 && !a.is_empty()
+    !expected.is_empty() && crate::api::constant_time_eq(expected.as_bytes(), given.as_bytes())
 }
 
 /// The preview a request is for, if it is one: `Ok(None)` for API requests.

@@ -257,6 +257,11 @@ fn utf8_chunk(carry: &mut Vec<u8>, chunk: &[u8]) -> String {
     text
 }
 
+/// stdout and stderr of an outcome, by index.
+fn streams(o: &mut RunOutcome) -> [&mut Vec<String>; 2] {
+    [&mut o.stdout, &mut o.stderr]
+}
+
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -320,7 +325,7 @@ pub(super) async fn run_container(
         }
     }));
     let mut outcome = RunOutcome::default();
-    let (mut out_bytes, mut err_bytes) = (0u64, 0u64);
+    let mut bytes = [0u64; 2];
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let mut report = None;
     // A character split between two chunks is decoded whole, with the second.
@@ -341,31 +346,10 @@ pub(super) async fn run_container(
             }
         };
         let Some(next) = next else { break };
-        match next.map_err(|e| ApiError::ContainerNotReady(e.to_string()))? {
-            Some(ExecEvent::Stdout(b)) => {
-                out_bytes += b.len() as u64;
-                let text = utf8_chunk(&mut carry[0], &b);
-                if let Some(sink) = sink.as_mut() {
-                    sink(Event::Stdout(text.clone()));
-                }
-                outcome.stdout.push(text);
-                if out_bytes > limits.output_limit {
-                    outcome.stopped = Some(StopReason::OutputLimit);
-                    break;
-                }
-            }
-            Some(ExecEvent::Stderr(b)) => {
-                err_bytes += b.len() as u64;
-                let text = utf8_chunk(&mut carry[1], &b);
-                if let Some(sink) = sink.as_mut() {
-                    sink(Event::Stderr(text.clone()));
-                }
-                outcome.stderr.push(text);
-                if err_bytes > limits.output_limit {
-                    outcome.stopped = Some(StopReason::OutputLimit);
-                    break;
-                }
-            }
+        // Output: index 0 is stdout, 1 stderr (the cap holds per stream, as on the wasm route).
+        let (i, b) = match next.map_err(|e| ApiError::ContainerNotReady(e.to_string()))? {
+            Some(ExecEvent::Stdout(b)) => (0, b),
+            Some(ExecEvent::Stderr(b)) => (1, b),
             Some(ExecEvent::Exit {
                 code,
                 signal,
@@ -376,18 +360,27 @@ pub(super) async fn run_container(
                 break;
             }
             None => break,
+        };
+        bytes[i] += b.len() as u64;
+        let text = utf8_chunk(&mut carry[i], &b);
+        if let Some(sink) = sink.as_mut() {
+            sink(if i == 0 {
+                Event::Stdout(text.clone())
+            } else {
+                Event::Stderr(text.clone())
+            });
+        }
+        streams(&mut outcome)[i].push(text);
+        if bytes[i] > limits.output_limit {
+            outcome.stopped = Some(StopReason::OutputLimit);
+            break;
         }
     }
     drop(reader);
-    if !carry[0].is_empty() {
-        outcome
-            .stdout
-            .push(String::from_utf8_lossy(&carry[0]).into_owned());
-    }
-    if !carry[1].is_empty() {
-        outcome
-            .stderr
-            .push(String::from_utf8_lossy(&carry[1]).into_owned());
+    for (i, rest) in carry.iter().enumerate() {
+        if !rest.is_empty() {
+            streams(&mut outcome)[i].push(String::from_utf8_lossy(rest).into_owned());
+        }
     }
     outcome.duration = started.elapsed();
     let mut after = st;

@@ -14,7 +14,6 @@ use super::code::limits;
 use super::error::ApiError;
 use super::http::{self, Body};
 use crate::sandbox::SandboxId;
-use crate::sandbox::session::DEFAULT_SESSION;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -80,17 +79,7 @@ pub(super) async fn checkout(
     let r: CheckoutReq = http::parse_json(req.body())?;
     check(&r)?;
     let limits = limits(r.timeout_ms.or(Some(10 * 60 * 1000)))?;
-    let session = sb.sessions.get(
-        r.session.as_deref().unwrap_or(DEFAULT_SESSION),
-        &sb.meta().env,
-    )?;
-    let (cwd, session_env) = {
-        let st = session
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (st.cwd.clone(), st.environment())
-    };
+    let (cwd, session_env) = super::processes::session_start(&sb, r.session.as_deref())?;
     let target = match &r.target_dir {
         Some(d) if d.starts_with('/') => d.clone(),
         Some(d) => format!("{}/{d}", cwd.trim_end_matches('/')),
@@ -117,16 +106,17 @@ pub(super) async fn checkout(
     }
     argv.extend(["--".to_owned(), r.repo_url.clone(), target.clone()]);
     let handle = state.containers.handle(&sb).await?;
-    let mut env: std::collections::BTreeMap<String, String> =
-        handle.base_env.iter().cloned().collect();
-    env.extend(session_env);
-    env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
+    let env = super::processes::container_env(
+        &handle.base_env,
+        session_env,
+        [("GIT_TERMINAL_PROMPT".to_owned(), "0".to_owned())],
+    );
     let started = std::time::Instant::now();
     let mut stream = handle
         .client
         .exec(ExecSpec {
             argv,
-            env: env.into_iter().collect(),
+            env,
             cwd: cwd.clone(),
             stdin: Vec::new(),
             state_fd: false,

@@ -198,16 +198,21 @@ fn authorize(state: &AppState, headers: &::http::HeaderMap) -> Result<(), ApiErr
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     // Constant-time comparison: the token is the only thing between the network and the API.
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-    }
-    if diff == 0 {
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
     }
+}
+
+/// Whether `a == b`, in a time that depends on their lengths only (secrets: tokens).
+#[must_use]
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
 }
 
 async fn route(state: Arc<AppState>, req: Request<Bytes>) -> Result<Response<Body>, ApiError> {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use hybox_container_fallback::agent::{
-    self, AgentClient, AgentError, LogEvent, LogStream, ProcInfo, ProcSpec, ProcStatus,
+    self, AgentClient, AgentError, LogEvent, LogStream, Logs, ProcInfo, ProcSpec, ProcStatus,
 };
 
 use super::AppState;
@@ -144,38 +144,68 @@ pub(super) async fn start(
     }
     let pid = r.process_id.clone().unwrap_or_else(new_process_id);
     check_process_id(&pid)?;
-    let session = sb.sessions.get(
-        r.session.as_deref().unwrap_or(DEFAULT_SESSION),
-        &sb.meta().env,
-    )?;
-    let (cwd, mut env) = {
-        let st = session
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (st.cwd.clone(), st.environment())
-    };
+    let (cwd, session_env) = session_start(&sb, r.session.as_deref())?;
     let cwd = match r.cwd {
         Some(c) if c.starts_with('/') => c,
         Some(c) => format!("{}/{c}", cwd.trim_end_matches('/')),
         None => cwd,
     };
     let handle = state.containers.handle(&sb).await?;
-    let mut all: BTreeMap<String, String> = handle.base_env.iter().cloned().collect();
-    all.extend(env.drain(..));
-    all.extend(r.env.unwrap_or_default());
+    let env = container_env(&handle.base_env, session_env, r.env.unwrap_or_default());
     let info = handle
         .client
         .start_process(ProcSpec {
             id: pid,
             argv: vec!["/bin/bash".into(), "-c".into(), r.command.clone()],
             command: r.command,
-            env: all.into_iter().collect(),
+            env,
             cwd,
         })
         .await
         .map_err(agent_err)?;
     Ok(http::json(StatusCode::CREATED, &info_json(&info)))
+}
+
+/// Where a program started from a session (a process, the terminal, a git checkout) begins:
+/// the session's working directory and exported environment. It does not change the session.
+///
+/// # Errors
+/// [`ApiError::SessionNotFound`] and the like, from the session store.
+pub(super) fn session_start(
+    sb: &Sandbox,
+    session: Option<&str>,
+) -> Result<(String, Vec<(String, String)>), ApiError> {
+    let session = sb
+        .sessions
+        .get(session.unwrap_or(DEFAULT_SESSION), &sb.meta().env)?;
+    let st = session
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Ok((st.cwd.clone(), st.environment()))
+}
+
+/// A container program's whole environment: the image's, the session's over it, then `extra`
+/// over both.
+pub(super) fn container_env(
+    base: &[(String, String)],
+    session: Vec<(String, String)>,
+    extra: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let mut all: BTreeMap<String, String> = base.iter().cloned().collect();
+    all.extend(session);
+    all.extend(extra);
+    all.into_iter().collect()
+}
+
+/// The logs the agent kept for `pid`, read from its state dir (the container is stopped).
+async fn kept_logs(state: &AppState, sb: &Sandbox, pid: &str) -> Result<Logs, ApiError> {
+    let dir = state.containers.state_dir(sb.id.as_str());
+    let p = pid.to_owned();
+    tokio::task::spawn_blocking(move || agent::read_logs(&dir, &p))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(agent_err)
 }
 
 /// The agent of a running container, or `None` when it is stopped (then records come from
@@ -281,14 +311,7 @@ pub(super) async fn logs(
     }
     let logs = match running(state, &sb).await {
         Some(c) => c.logs(pid).await.map_err(agent_err)?,
-        None => {
-            let dir = state.containers.state_dir(sb.id.as_str());
-            let p = pid.to_owned();
-            tokio::task::spawn_blocking(move || agent::read_logs(&dir, &p))
-                .await
-                .map_err(|e| ApiError::Internal(e.into()))?
-                .map_err(agent_err)?
-        }
+        None => kept_logs(state, &sb, pid).await?,
     };
     Ok(http::json(
         StatusCode::OK,
@@ -334,13 +357,8 @@ async fn stream_logs(
 ) -> Result<Response<Body>, ApiError> {
     let Some(client) = running(state, sb).await else {
         // Nothing runs: the kept logs and the record, then the end.
-        let dir = state.containers.state_dir(sb.id.as_str());
         let info = one(state, sb, pid).await?;
-        let p = pid.to_owned();
-        let logs = tokio::task::spawn_blocking(move || agent::read_logs(&dir, &p))
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?
-            .map_err(agent_err)?;
+        let logs = kept_logs(state, sb, pid).await?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let now = u64::try_from(
             SystemTime::now()
@@ -481,12 +499,7 @@ pub(super) async fn wait(
                 .map_err(|e| ApiError::InvalidRequest(format!("pattern: {e}")))?;
             let Some(client) = client else {
                 // Stopped: only the kept logs can match.
-                let dir = state.containers.state_dir(sb.id.as_str());
-                let p = pid.to_owned();
-                let logs = tokio::task::spawn_blocking(move || agent::read_logs(&dir, &p))
-                    .await
-                    .map_err(|e| ApiError::Internal(e.into()))?
-                    .map_err(agent_err)?;
+                let logs = kept_logs(state, &sb, pid).await?;
                 for (stream, data) in [("stdout", logs.stdout), ("stderr", logs.stderr)] {
                     let text = String::from_utf8_lossy(&data);
                     if let Some(line) = text.lines().find(|l| re.is_match(l)) {

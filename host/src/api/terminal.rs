@@ -23,7 +23,6 @@ use super::AppState;
 use super::error::ApiError;
 use super::http::{self, Body};
 use crate::sandbox::SandboxId;
-use crate::sandbox::session::DEFAULT_SESSION;
 
 fn dim(q: Option<&str>, name: &str, default: u16) -> Result<u16, ApiError> {
     match http::query_param(q, name) {
@@ -66,26 +65,19 @@ pub(super) async fn terminal(
             "shell must be an absolute path".into(),
         ));
     }
-    let session_id =
-        http::query_param(q.as_deref(), "session").unwrap_or_else(|| DEFAULT_SESSION.to_owned());
-    let session = sb.sessions.get(&session_id, &sb.meta().env)?;
-    let (cwd, session_env) = {
-        let st = session
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (st.cwd.clone(), st.environment())
-    };
+    let session_id = http::query_param(q.as_deref(), "session");
+    let (cwd, session_env) = super::processes::session_start(&sb, session_id.as_deref())?;
     let handle = state.containers.handle(&sb).await?;
-    let mut env: std::collections::BTreeMap<String, String> =
-        handle.base_env.iter().cloned().collect();
-    env.extend(session_env);
-    env.insert("TERM".into(), "xterm-256color".into());
+    let env = super::processes::container_env(
+        &handle.base_env,
+        session_env,
+        [("TERM".to_owned(), "xterm-256color".to_owned())],
+    );
     let pty = handle
         .client
         .pty(PtySpec {
             argv: vec![shell, "-l".into()],
-            env: env.into_iter().collect(),
+            env,
             cwd,
             cols,
             rows,
