@@ -1337,3 +1337,51 @@ fn exec_streams_and_a_timeout_kills_the_command() {
     assert_eq!(sh_ok(&s, id, "echo after"), "after\n");
     delete_sandbox(&s, id);
 }
+
+/// Exposures are records of the sandbox: they need no container, so this runs everywhere.
+#[test]
+fn exposing_is_idempotent_per_token_and_tokens_are_unique() {
+    let s = Server::start();
+    sandbox(&s, "ports", &json!({}));
+    let ports = "/v1/sandboxes/ports/ports";
+    let a = s.post(
+        ports,
+        &json!({"port": 8080, "token": "tok1", "name": "web"}),
+    );
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(a.json["token"], "tok1");
+    // The same port with the same token (or none): the same exposure.
+    let again = s.post(ports, &json!({"port": 8080, "token": "tok1"}));
+    assert_eq!(
+        (again.status, &again.json["url"]),
+        (200, &a.json["url"]),
+        "{again:?}"
+    );
+    let again = s.post(ports, &json!({"port": 8080}));
+    assert_eq!(
+        (again.status, &again.json["token"]),
+        (200, &a.json["token"])
+    );
+    // Another token for it is refused, as is one port's token for another port.
+    let other = s.post(ports, &json!({"port": 8080, "token": "tok2"}));
+    assert_eq!(
+        (other.status, other.json["code"].as_str()),
+        (409, Some("PORT_ALREADY_EXPOSED")),
+        "{other:?}"
+    );
+    let reused = s.post(ports, &json!({"port": 9090, "token": "tok1"}));
+    assert_eq!(
+        (reused.status, reused.json["code"].as_str()),
+        (400, Some("INVALID_REQUEST")),
+        "{reused:?}"
+    );
+    let bad = s.post(ports, &json!({"port": 9090, "token": "Bad-Token"}));
+    assert_eq!(bad.json["code"], "INVALID_REQUEST", "{bad:?}");
+    let list = s.get(ports);
+    assert_eq!(list.json["count"], 1, "{list:?}");
+    let valid = s.get(&format!("{ports}/8080/validate?token=tok1"));
+    assert_eq!(valid.json["valid"], true);
+    let invalid = s.get(&format!("{ports}/8080/validate?token=tok2"));
+    assert_eq!(invalid.json["valid"], false);
+    assert_eq!(s.delete("/v1/sandboxes/ports").status, 200);
+}
