@@ -30,9 +30,9 @@ fn ctx(req: &Request) -> Ctx {
     }
 }
 
-fn entry(reply: ReplyEntry, r: R<(fuser::FileAttr, std::time::Duration)>) {
+fn entry(v: &Views, reply: ReplyEntry, r: R<(fuser::FileAttr, std::time::Duration)>) {
     match r {
-        Ok((a, ttl)) => reply.entry(&ttl, &a, Generation(0)),
+        Ok((a, ttl)) => reply.entry(&ttl, &v.present(a), Generation(0)),
         Err(e) => reply.error(e.errno()),
     }
 }
@@ -87,7 +87,7 @@ impl Filesystem for Fs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        entry(reply, self.v.lookup(parent.0, name));
+        entry(&self.v, reply, self.v.lookup(parent.0, name));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -96,7 +96,7 @@ impl Filesystem for Fs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.v.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok((a, ttl)) => reply.attr(&ttl, &a),
+            Ok((a, ttl)) => reply.attr(&ttl, &self.v.present(a)),
             Err(e) => reply.error(e.errno()),
         }
     }
@@ -119,6 +119,16 @@ impl Filesystem for Fs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if self.v.chown_refused(uid, gid) {
+            reply.error(Er::EPERM.errno());
+            return;
+        }
+        // In an owned namespace a chown to the owner changes nothing anyone can see.
+        let (uid, gid) = if self.v.owned() {
+            (None, None)
+        } else {
+            (uid, gid)
+        };
         let sa = SetAttr {
             mode,
             uid,
@@ -136,7 +146,7 @@ impl Filesystem for Fs {
         {
             // Nothing to change (e.g. only ctime): answer without copying up.
             match self.v.getattr(ino.0, fh.map(|f| f.0)) {
-                Ok((a, ttl)) => reply.attr(&ttl, &a),
+                Ok((a, ttl)) => reply.attr(&ttl, &self.v.present(a)),
                 Err(e) => reply.error(e.errno()),
             }
             return;
@@ -146,7 +156,7 @@ impl Filesystem for Fs {
             ino.0,
             Box::new(
                 move |gate| match gate.and_then(|()| v.setattr(ino.0, sa, fh.map(|f| f.0))) {
-                    Ok((a, ttl)) => reply.attr(&ttl, &a),
+                    Ok((a, ttl)) => reply.attr(&ttl, &v.present(a)),
                     Err(e) => reply.error(e.errno()),
                 },
             ),
@@ -175,6 +185,7 @@ impl Filesystem for Fs {
             parent.0,
             Box::new(move |gate| {
                 entry(
+                    &v,
                     reply,
                     gate.and_then(|()| v.mknod(c, parent.0, &name, mode, rdev)),
                 );
@@ -195,7 +206,11 @@ impl Filesystem for Fs {
         self.v.mutate(
             parent.0,
             Box::new(move |gate| {
-                entry(reply, gate.and_then(|()| v.mkdir(c, parent.0, &name, mode)))
+                entry(
+                    &v,
+                    reply,
+                    gate.and_then(|()| v.mkdir(c, parent.0, &name, mode)),
+                )
             }),
         );
     }
@@ -234,6 +249,7 @@ impl Filesystem for Fs {
             parent.0,
             Box::new(move |gate| {
                 entry(
+                    &v,
                     reply,
                     gate.and_then(|()| v.symlink(c, parent.0, &name, &target)),
                 );
@@ -278,6 +294,7 @@ impl Filesystem for Fs {
             newparent.0,
             Box::new(move |gate| {
                 entry(
+                    &v,
                     reply,
                     gate.and_then(|()| v.link(ino.0, newparent.0, &newname)),
                 )
@@ -504,6 +521,21 @@ impl Filesystem for Fs {
         reply.error(Errno::ENOTTY);
     }
 
+    /// Regular files and directories are always ready: `ENOSYS` tells the kernel so (it then
+    /// stops asking), quietly (fuser's default logs a warning per call).
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         empty(reply, self.v.access(ino.0));
     }
@@ -524,7 +556,7 @@ impl Filesystem for Fs {
             Box::new(move |gate| {
                 match gate.and_then(|()| v.create(c, parent.0, &name, mode, flags)) {
                     Ok((a, ttl, fh, ff)) => {
-                        reply.created(&ttl, &a, Generation(0), FileHandle(fh), ff)
+                        reply.created(&ttl, &v.present(a), Generation(0), FileHandle(fh), ff)
                     }
                     Err(e) => reply.error(e.errno()),
                 }

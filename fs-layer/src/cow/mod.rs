@@ -123,6 +123,8 @@ pub struct Views {
     tmp_seq: AtomicU64,
     link: Mutex<Option<Link>>,
     root_user: bool,
+    /// When set, every node is reported as owned by this (uid, gid).
+    owner: Option<(u32, u32)>,
 }
 
 impl std::fmt::Debug for Views {
@@ -221,6 +223,18 @@ fn open_spec(spec: ViewSpec, mount_dev: Option<u64>) -> Result<Arc<SpecState>> {
 impl Views {
     /// An empty namespace reporting changes to `events`.
     pub fn new(events: Arc<dyn EventSink>) -> Arc<Views> {
+        Self::build(events, None)
+    }
+
+    /// An empty namespace whose every node is reported as owned by `uid`/`gid`, whatever the
+    /// layers or the upper directory say; a `chown` to anyone else fails with `EPERM`. This is
+    /// the rootfs of a rootless container, where the one mapped user (the one running the
+    /// mount, root inside) must own the image's files as root owned them.
+    pub fn new_owned(events: Arc<dyn EventSink>, uid: u32, gid: u32) -> Arc<Views> {
+        Self::build(events, Some((uid, gid)))
+    }
+
+    fn build(events: Arc<dyn EventSink>, owner: Option<(u32, u32)>) -> Arc<Views> {
         Arc::new(Views {
             events,
             table: Mutex::new(Table::new()),
@@ -230,6 +244,7 @@ impl Views {
             tmp_seq: AtomicU64::new(0),
             link: Mutex::new(None),
             root_user: rustix::process::geteuid().is_root(),
+            owner,
         })
     }
 
@@ -240,6 +255,26 @@ impl Views {
     /// [`FsError::FuseUnavailable`] when FUSE cannot be mounted here.
     pub fn mount(self: &Arc<Self>, mountpoint: &Path) -> Result<Mount> {
         self.do_mount(mountpoint)
+    }
+
+    /// `a` as the kernel is told it: with the namespace's owner when it has one.
+    pub(crate) fn present(&self, mut a: fuser::FileAttr) -> fuser::FileAttr {
+        if let Some((uid, gid)) = self.owner {
+            a.uid = uid;
+            a.gid = gid;
+        }
+        a
+    }
+
+    /// Whether every node is reported as owned by one user.
+    pub(crate) fn owned(&self) -> bool {
+        self.owner.is_some()
+    }
+
+    /// Whether a `chown` to `uid`/`gid` is refused outright (an owned namespace has one owner).
+    pub(crate) fn chown_refused(&self, uid: Option<u32>, gid: Option<u32>) -> bool {
+        self.owner
+            .is_some_and(|(ou, og)| uid.is_some_and(|u| u != ou) || gid.is_some_and(|g| g != og))
     }
 
     /// Adds a view as the top-level directory `name` (a single path component).

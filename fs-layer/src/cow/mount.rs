@@ -70,17 +70,38 @@ fn cstring(p: &Path) -> std::io::Result<CString> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))
 }
 
-/// `umount2(path, MNT_DETACH)`.
+/// `umount2(path, MNT_DETACH)`; without root, `fusermount3 -u -z` (which may unmount the
+/// FUSE mounts of the user calling it).
 fn detach(path: &Path) -> std::io::Result<()> {
     let c = cstring(path)?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call; umount2 does not
     // keep the pointer.
     let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EPERM) || rustix::process::geteuid().is_root() {
+        return Err(err);
+    }
+    let out = std::process::Command::new(fusermount_bin())
+        .args(["-u", "-z", "--"])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    if out.status.success() {
         Ok(())
     } else {
-        Err(std::io::Error::last_os_error())
+        Err(std::io::Error::other(format!(
+            "fusermount3 -u: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
+}
+
+/// The setuid helper that mounts and unmounts FUSE for users other than root.
+fn fusermount_bin() -> OsString {
+    std::env::var_os("FUSERMOUNT_PATH").unwrap_or_else(|| "fusermount3".into())
 }
 
 /// Aborts a FUSE connection through fusectl (mounting fusectl if needed), so the session
@@ -178,10 +199,17 @@ impl Views {
             MountOption::DefaultPermissions,
             MountOption::RW,
             MountOption::NoDev,
-            MountOption::Suid,
             MountOption::Exec,
         ];
-        config.acl = SessionACL::All;
+        if rustix::process::geteuid().is_root() {
+            // Containers run their programs as other users, some set-uid.
+            config.mount_options.push(MountOption::Suid);
+            config.acl = SessionACL::All;
+        } else {
+            // fusermount3 allows neither (`allow_other` needs `user_allow_other` in
+            // /etc/fuse.conf); a rootless container's processes are this user anyway.
+            config.acl = SessionACL::Owner;
+        }
         config.n_threads = Some(THREADS);
         config.clone_fd = true;
         let fs = Fs { v: self.clone() };
