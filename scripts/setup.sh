@@ -26,6 +26,7 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nsenter >/dev/null || need_apt+=(util-linux)
 command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 command -v busybox >/dev/null || need_apt+=(busybox-static)      # runtime tests' tiny rootfs
+command -v fusermount3 >/dev/null || need_apt+=(fuse3)           # FUSE mounts without root
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing system packages: ${need_apt[*]}"
   as_root apt-get update -qq

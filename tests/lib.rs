@@ -101,12 +101,20 @@ impl Server {
     /// Starts a server on `data_dir` with extra arguments.
     #[must_use]
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(hybox_bin())
+        let mut cmd = Command::new(hybox_bin());
+        cmd.env("HYBOX_CACHE_DIR", cache_dir())
+            .env("HYBOX_IMAGE_DIR", image_dir());
+        Self::launch(cmd, data_dir, extra)
+    }
+
+    /// Starts `cmd` (a `hybox` binary with its environment, user and so on set) as
+    /// `serve` on `data_dir` with extra arguments, and waits until the wasm route is ready.
+    #[must_use]
+    pub fn launch(mut cmd: Command, data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env("HYBOX_CACHE_DIR", cache_dir())
-            .env("HYBOX_IMAGE_DIR", image_dir())
             .env("HYBOX_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use hybox_tests::{Answer, Server};
 
 /// Whether this process runs as root (namespaces, cgroups and mounts need it).
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("Uid:"))
@@ -56,18 +56,18 @@ fn server() -> Option<Server> {
 }
 
 /// Creates sandbox `id` with `body`.
-fn sandbox(s: &Server, id: &str, body: &Value) {
+pub(crate) fn sandbox(s: &Server, id: &str, body: &Value) {
     let a = s.put(&format!("/v1/sandboxes/{id}"), body);
     assert_eq!(a.status, 201, "create {id}: {a:?}");
 }
 
 /// `POST /exec` with `body`: the raw answer.
-fn exec(s: &Server, id: &str, body: &Value) -> Answer {
+pub(crate) fn exec(s: &Server, id: &str, body: &Value) -> Answer {
     s.post(&format!("/v1/sandboxes/{id}/exec"), body)
 }
 
 /// Runs `command` in the container and returns the result, which must be a 200 that ran there.
-fn sh(s: &Server, id: &str, command: &str) -> Value {
+pub(crate) fn sh(s: &Server, id: &str, command: &str) -> Value {
     let a = exec(
         s,
         id,
@@ -79,13 +79,13 @@ fn sh(s: &Server, id: &str, command: &str) -> Value {
 }
 
 /// Runs `command` in the container; it must succeed; returns its stdout.
-fn sh_ok(s: &Server, id: &str, command: &str) -> String {
+pub(crate) fn sh_ok(s: &Server, id: &str, command: &str) -> String {
     let v = sh(s, id, command);
     assert_eq!(v["exitCode"], 0, "{command}: {v}");
     v["stdout"].as_str().unwrap_or("").to_owned()
 }
 
-fn write_file(s: &Server, id: &str, path: &str, content: &str) {
+pub(crate) fn write_file(s: &Server, id: &str, path: &str, content: &str) {
     let a = s.post(
         &format!("/v1/sandboxes/{id}/files/write"),
         &json!({"path": path, "content": content}),
@@ -93,20 +93,20 @@ fn write_file(s: &Server, id: &str, path: &str, content: &str) {
     assert_eq!(a.status, 200, "write {path}: {a:?}");
 }
 
-fn read_file(s: &Server, id: &str, path: &str) -> Answer {
+pub(crate) fn read_file(s: &Server, id: &str, path: &str) -> Answer {
     s.post(
         &format!("/v1/sandboxes/{id}/files/read"),
         &json!({"path": path}),
     )
 }
 
-fn delete_sandbox(s: &Server, id: &str) {
+pub(crate) fn delete_sandbox(s: &Server, id: &str) {
     let d = s.delete(&format!("/v1/sandboxes/{id}"));
     assert_eq!(d.status, 200, "delete {id}: {d:?}");
 }
 
 /// Polls `f` every 100 ms until it is true or `within` passes; returns whether it became true.
-fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub(crate) fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
     loop {
         if f() {
@@ -120,13 +120,17 @@ fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// `host:port` of the server.
-fn addr(s: &Server) -> &str {
+pub(crate) fn addr(s: &Server) -> &str {
     s.base.strip_prefix("http://").expect("http base")
 }
 
 /// One HTTP/1.1 request over a fresh connection, for what the client library does not let a
 /// test set (the `Host` header): (status, head, body).
-fn raw_request(s: &Server, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+pub(crate) fn raw_request(
+    s: &Server,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     let mut c = TcpStream::connect(addr(s)).expect("connect");
     c.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
@@ -163,14 +167,14 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn process(s: &Server, id: &str, body: &Value) -> Value {
+pub(crate) fn process(s: &Server, id: &str, body: &Value) -> Value {
     let a = s.post(&format!("/v1/sandboxes/{id}/processes"), body);
     assert_eq!(a.status, 201, "start {body}: {a:?}");
     assert_eq!(a.json["status"], "running", "{:?}", a.json);
     a.json
 }
 
-fn wait_port(s: &Server, id: &str, pid: &str, port: u16) {
+pub(crate) fn wait_port(s: &Server, id: &str, pid: &str, port: u16) {
     let a = s.post(
         &format!("/v1/sandboxes/{id}/processes/{pid}/waitForPort"),
         &json!({"port": port, "timeout": 30_000}),
@@ -179,7 +183,7 @@ fn wait_port(s: &Server, id: &str, pid: &str, port: u16) {
     assert_eq!(a.json["ready"], true);
 }
 
-fn expose(s: &Server, id: &str, port: u16) -> String {
+pub(crate) fn expose(s: &Server, id: &str, port: u16) -> String {
     let a = s.post(
         &format!("/v1/sandboxes/{id}/ports"),
         &json!({"port": port, "name": "web"}),

@@ -4,6 +4,7 @@ mod code;
 mod containers;
 mod files;
 mod openapi;
+mod rootless;
 mod sandboxes;
 mod shell;
 mod snapshots;

@@ -24,6 +24,7 @@ mod detect;
 mod mounts;
 mod net;
 mod oci;
+mod rootless;
 
 use std::fs::{self, OpenOptions};
 use std::io::ErrorKind;
@@ -100,6 +101,11 @@ pub struct RuntimeInfo {
     pub binary: PathBuf,
     /// The cgroup layout.
     pub cgroup: CgroupMode,
+    /// Containers run without root: in a user namespace, on a FUSE rootfs, without network.
+    pub rootless: bool,
+    /// Whether limits are cgroup limits (always when privileged; rootless only with a
+    /// delegated cgroup); otherwise rlimits.
+    pub cgroup_limits: bool,
 }
 
 /// Resource limits of one container.
@@ -172,6 +178,8 @@ pub struct Runtime {
     /// Serialises image mounts (with the overlay mounts on top of them, against
     /// [`Runtime::unmount_images`]) and subnet allocation within this process.
     lock: Mutex<()>,
+    /// Set when this process is not root.
+    rootless: Option<rootless::Rootless>,
 }
 
 /// A container's paths on the host.
@@ -195,11 +203,7 @@ impl Runtime {
     /// # Errors
     /// [`RuntimeError::Unavailable`] with the reason.
     pub fn detect(config: RuntimeConfig) -> Result<Self> {
-        if !rustix::process::geteuid().is_root() {
-            return Err(RuntimeError::Unavailable(
-                "needs root (CAP_SYS_ADMIN) for loop and overlay mounts".into(),
-            ));
-        }
+        let privileged = rustix::process::geteuid().is_root();
         let root_bytes = config.root.as_os_str().as_encoded_bytes();
         if !config.root.is_absolute() || root_bytes.iter().any(|b| matches!(b, b',' | b':' | b'\\'))
         {
@@ -214,33 +218,49 @@ impl Runtime {
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("crun"));
         let hide_unified = is_crun && cgroup == CgroupMode::Hybrid;
+        if hide_unified && !privileged {
+            return Err(RuntimeError::Unavailable(
+                "crun on a hybrid cgroup host needs root (it runs in a private mount namespace without the unified hierarchy); use runc".into(),
+            ));
+        }
         if hide_unified && command::find("unshare").is_none() {
             return Err(RuntimeError::Unavailable(
                 "crun on a hybrid cgroup host needs unshare (util-linux)".into(),
             ));
         }
         let version = detect::version_of(&binary)?;
-        detect::require_filesystem("overlay")?;
-        detect::require_filesystem("squashfs")?;
-        if !Path::new("/dev/loop-control").exists() {
-            return Err(RuntimeError::Unavailable(
-                "no loop devices (/dev/loop-control is missing)".into(),
-            ));
+        if privileged {
+            detect::require_filesystem("overlay")?;
+            detect::require_filesystem("squashfs")?;
+            if !Path::new("/dev/loop-control").exists() {
+                return Err(RuntimeError::Unavailable(
+                    "no loop devices (/dev/loop-control is missing)".into(),
+                ));
+            }
         }
         let state_root = config.root.join(".runc");
         fs::create_dir_all(&state_root)?;
-        fs::create_dir_all(config.root.join(".images"))?;
+        let rootless = if privileged {
+            fs::create_dir_all(config.root.join(".images"))?;
+            None
+        } else {
+            Some(rootless::Rootless::open(&config.root, cgroup)?)
+        };
         let info = RuntimeInfo {
             name,
             version,
             binary: binary.clone(),
             cgroup,
+            rootless: rootless.is_some(),
+            cgroup_limits: rootless.as_ref().is_none_or(|r| r.cgroup_parent.is_some()),
         };
         tracing::info!(
             runtime = %info.name,
             version = %info.version,
             cgroup = ?info.cgroup,
             hide_unified,
+            rootless = info.rootless,
+            cgroup_limits = info.cgroup_limits,
             "container runtime detected"
         );
         Ok(Self {
@@ -249,6 +269,7 @@ impl Runtime {
             info,
             nofile: detect::nofile_limit(),
             lock: Mutex::new(()),
+            rootless,
         })
     }
 
@@ -265,7 +286,12 @@ impl Runtime {
     /// The runtime failed.
     pub fn start(&self, spec: &ContainerSpec) -> Result<Container> {
         validate_id(&spec.id)?;
-        let layout = self.layout(&spec.id);
+        if spec.network && self.rootless.is_some() {
+            return Err(RuntimeError::Unavailable(
+                "network: true needs root (a veth pair and NAT in the host's namespace); rootless containers have loopback only".into(),
+            ));
+        }
+        let mut layout = self.layout(&spec.id);
         if self.cli.knows(&spec.id) || mounts::is_mount_point(&layout.rootfs) {
             tracing::info!(id = %spec.id, "stopping a stale container first");
             self.stop(&spec.id)?;
@@ -297,7 +323,10 @@ impl Runtime {
         ] {
             fs::create_dir_all(dir)?;
         }
-        {
+        if let Some(rl) = &self.rootless {
+            // fs-layer's whiteouts, not overlayfs's: a folder of its own.
+            layout.rootfs = rl.attach(&spec.id, &spec.image, &layout.dir.join("upper-view"))?;
+        } else {
             let _guard = self.lock();
             let lower = mounts::mount_image(&self.config.root.join(".images"), &spec.image)?;
             mounts::mount_overlay(&lower, &layout.upper, &layout.work, &layout.rootfs)?;
@@ -320,6 +349,11 @@ impl Runtime {
                 agent: &self.config.agent_binary,
                 resolv_conf: Path::new("/etc/resolv.conf"),
                 nofile: self.nofile,
+                rootless: self.rootless.as_ref().map(|r| oci::UserNs {
+                    uid: r.uid,
+                    gid: r.gid,
+                    cgroup_parent: r.cgroup_parent.as_deref(),
+                }),
             },
         );
         let json = serde_json::to_vec_pretty(&config)
@@ -400,7 +434,10 @@ impl Runtime {
             }
         }
         let network = net::teardown(&layout.dir, id);
-        mounts::unmount(&layout.rootfs)?;
+        match &self.rootless {
+            Some(rl) => rl.detach(id),
+            None => mounts::unmount(&layout.rootfs)?,
+        }
         remove_if_present(&layout.socket)?;
         remove_if_present(&layout.pid_file)?;
         tracing::info!(id, "container stopped");

@@ -71,6 +71,19 @@ pub(crate) struct Host<'a> {
     pub(crate) resolv_conf: &'a Path,
     /// The open-files limit inside: [`NOFILE`] unless the host cannot grant that much.
     pub(crate) nofile: u64,
+    /// Set for a rootless container.
+    pub(crate) rootless: Option<UserNs<'a>>,
+}
+
+/// A rootless container's user namespace and where its limits come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UserNs<'a> {
+    /// The host user root inside maps to (the only one mapped).
+    pub(crate) uid: u32,
+    /// Its group.
+    pub(crate) gid: u32,
+    /// The delegated cgroup the container goes under; `None`: rlimits instead of cgroups.
+    pub(crate) cgroup_parent: Option<&'a str>,
 }
 
 /// The open-files limit containers get where the host allows it.
@@ -79,7 +92,7 @@ pub(crate) const NOFILE: u64 = 65536;
 /// The `config.json` of `spec`'s container.
 pub(crate) fn config(spec: &ContainerSpec, paths: &Host<'_>) -> Value {
     let caps: Vec<&str> = CAPABILITIES.to_vec();
-    json!({
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -114,7 +127,57 @@ pub(crate) fn config(spec: &ContainerSpec, paths: &Host<'_>) -> Value {
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
         },
-    })
+    });
+    if let Some(user) = paths.rootless {
+        rootless(&mut config, spec, &user);
+    }
+    config
+}
+
+/// A user namespace mapping root inside to `user` (one id: every other id is unmapped), and
+/// the container's limits in the delegated cgroup or, without one, as rlimits.
+fn rootless(config: &mut Value, spec: &ContainerSpec, user: &UserNs<'_>) {
+    let linux = &mut config["linux"];
+    if let Some(ns) = linux["namespaces"].as_array_mut() {
+        ns.insert(0, json!({ "type": "user" }));
+    }
+    linux["uidMappings"] = json!([{ "containerID": 0, "hostID": user.uid, "size": 1 }]);
+    linux["gidMappings"] = json!([{ "containerID": 0, "hostID": user.gid, "size": 1 }]);
+    match user.cgroup_parent {
+        Some(parent) => {
+            linux["cgroupsPath"] = json!(format!("/{parent}/{}", spec.id));
+            // A user namespace cannot use device cgroup rules (nor make device nodes).
+            if let Some(r) = linux["resources"].as_object_mut() {
+                r.remove("devices");
+            }
+        }
+        None => {
+            if let Some(l) = linux.as_object_mut() {
+                l.remove("cgroupsPath");
+                l.remove("resources");
+            }
+            let limits = &spec.limits;
+            let rlimits = &mut config["process"]["rlimits"];
+            if let Some(list) = rlimits.as_array_mut() {
+                if limits.pids > 0 {
+                    list.push(
+                        json!({ "type": "RLIMIT_NPROC", "hard": limits.pids, "soft": limits.pids }),
+                    );
+                }
+                if limits.memory_bytes > 0 {
+                    list.push(json!({ "type": "RLIMIT_AS", "hard": limits.memory_bytes, "soft": limits.memory_bytes }));
+                }
+            }
+        }
+    }
+    // devpts cannot be given gid 5 (tty): it is not mapped.
+    if let Some(mounts) = config["mounts"].as_array_mut() {
+        for m in mounts.iter_mut().filter(|m| m["type"] == "devpts") {
+            if let Some(opts) = m["options"].as_array_mut() {
+                opts.retain(|o| o != "gid=5");
+            }
+        }
+    }
 }
 
 fn mounts(spec: &ContainerSpec, paths: &Host<'_>) -> Vec<Value> {
@@ -233,8 +296,64 @@ mod tests {
                 agent: Path::new("/usr/lib/hybox/agent"),
                 resolv_conf: Path::new("/etc/resolv.conf"),
                 nofile: NOFILE,
+                rootless: None,
             },
         )
+    }
+
+    fn rootless_config(cgroup_parent: Option<&str>) -> Value {
+        config(
+            &spec(false),
+            &Host {
+                rootfs: Path::new("/r/.rootfs/abc"),
+                state: Path::new("/r/abc/state"),
+                agent: Path::new("/usr/lib/hybox/agent"),
+                resolv_conf: Path::new("/etc/resolv.conf"),
+                nofile: NOFILE,
+                rootless: Some(UserNs {
+                    uid: 1001,
+                    gid: 1002,
+                    cgroup_parent,
+                }),
+            },
+        )
+    }
+
+    #[test]
+    fn rootless_maps_root_to_the_user_and_limits_by_delegated_cgroup() {
+        let c = rootless_config(Some("hybox-1001"));
+        assert_eq!(c["linux"]["namespaces"][0]["type"], "user");
+        assert_eq!(c["linux"]["uidMappings"][0]["hostID"], 1001);
+        assert_eq!(c["linux"]["uidMappings"][0]["size"], 1);
+        assert_eq!(c["linux"]["gidMappings"][0]["hostID"], 1002);
+        assert_eq!(c["linux"]["cgroupsPath"], "/hybox-1001/abc");
+        assert_eq!(c["linux"]["resources"]["pids"]["limit"], 64);
+        assert!(c["linux"]["resources"].get("devices").is_none());
+        let devpts = c["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["type"] == "devpts")
+            .unwrap();
+        assert!(
+            !devpts["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o == "gid=5")
+        );
+        assert_eq!(c["process"]["rlimits"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn rootless_without_delegation_limits_by_rlimits() {
+        let c = rootless_config(None);
+        assert!(c["linux"].get("cgroupsPath").is_none());
+        assert!(c["linux"].get("resources").is_none());
+        let rl = c["process"]["rlimits"].as_array().unwrap();
+        let get = |t: &str| rl.iter().find(|r| r["type"] == t).unwrap()["hard"].clone();
+        assert_eq!(get("RLIMIT_NPROC"), 64);
+        assert_eq!(get("RLIMIT_AS"), 256u64 << 20);
     }
 
     fn destinations(config: &Value) -> Vec<String> {

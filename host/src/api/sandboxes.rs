@@ -74,6 +74,11 @@ pub(super) async fn put(
             )));
         }
     }
+    if options.network == Some(true) && state.containers.rootless() {
+        return Err(ApiError::Unsupported(
+            "network: true needs hybox to run as root (a veth pair and NAT in the host's network namespace); this server runs rootless, where containers have loopback only".into(),
+        ));
+    }
     let (sb, created) = state
         .registry
         .get_or_create(id, options, || state.wasi.take_spare())

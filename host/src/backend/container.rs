@@ -117,6 +117,8 @@ impl Containers {
                     runtime = %info.name,
                     version = %info.version,
                     cgroup = ?info.cgroup,
+                    rootless = info.rootless,
+                    limits = if info.cgroup_limits { "cgroup" } else { "rlimit" },
                     "container route ready"
                 );
                 // Containers of an earlier server run see a dead workspace mount: stop them.
@@ -157,6 +159,12 @@ impl Containers {
     /// The reason.
     pub fn available(&self) -> Result<(), &str> {
         self.runtime.as_ref().map(|_| ()).map_err(String::as_str)
+    }
+
+    /// Whether containers run without root (then without network).
+    #[must_use]
+    pub fn rootless(&self) -> bool {
+        self.runtime.as_ref().is_ok_and(|rt| rt.info().rootless)
     }
 
     fn runtime(&self) -> Result<&Arc<Runtime>, ApiError> {
@@ -493,6 +501,8 @@ impl Containers {
                     "runtime": info.name,
                     "runtimeVersion": info.version,
                     "cgroup": format!("{:?}", info.cgroup).to_lowercase(),
+                    "rootless": info.rootless,
+                    "limits": if info.cgroup_limits { "cgroup" } else { "rlimit" },
                     "image": image,
                 })
             }
