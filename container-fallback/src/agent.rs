@@ -95,6 +95,10 @@ pub struct ExecSpec {
     pub stdin: Vec<u8>,
     /// When set, fd 3 of the command is a pipe whose bytes come back in [`ExecEvent::Exit`].
     pub state_fd: bool,
+    /// When set, fd 4 of the command is a pipe carrying these bytes (then end of file), and a
+    /// spare started by [`AgentClient::prepare`] with the same other fields is used if live.
+    /// With it, stdin is a pipe even when empty.
+    pub tail: Option<Vec<u8>>,
 }
 
 /// Events of a foreground command, in order; `Exit` is last.
@@ -415,13 +419,29 @@ impl AgentClient {
             .with("env", proto::pairs(&spec.env))
             .with("cwd", spec.cwd)
             .with("stdin", spec.stdin)
-            .with("state_fd", spec.state_fd);
+            .with("state_fd", spec.state_fd)
+            .with_opt("tail", spec.tail);
         let mut conn = Conn::open(&self.socket, kind::EXEC, &req).await?;
-        let m = conn.expect_ok().await?;
+        let m = conn.answer().await?;
         Ok(ExecStream {
             conn: Some(conn),
             pid: pid_of(&m)?,
         })
+    }
+
+    /// Starts the command of a later [`exec`](Self::exec) with a `tail` and the same `argv`,
+    /// `env`, `cwd` and `state_fd` ahead of it (its `stdin` and `tail` are ignored here). The
+    /// agent keeps a few such spares, each for at most ten minutes. Returns the spare's pid.
+    ///
+    /// # Errors
+    /// The agent is unreachable or the program cannot be started.
+    pub async fn prepare(&self, spec: &ExecSpec) -> Result<u32> {
+        let req = Map::new()
+            .with("argv", proto::strings(&spec.argv))
+            .with("env", proto::pairs(&spec.env))
+            .with("cwd", spec.cwd.as_str())
+            .with("state_fd", spec.state_fd);
+        pid_of(&self.call(kind::PREPARE, &req).await?)
     }
 
     /// Starts a background process (own process group, logs kept on disk).
@@ -499,7 +519,7 @@ impl AgentClient {
     /// `NotFound`.
     pub async fn follow_logs(&self, id: &str) -> Result<LogFollow> {
         let mut conn = Conn::open(&self.socket, kind::FOLLOW, &Map::new().with("id", id)).await?;
-        conn.expect_ok().await?;
+        conn.answer().await?;
         Ok(LogFollow { conn: Some(conn) })
     }
 
@@ -511,7 +531,13 @@ impl AgentClient {
     pub async fn wait_port(&self, port: u16, timeout: Duration) -> Result<bool> {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let req = Map::new().with("port", port).with("timeout_ms", ms);
-        let m = self.call(kind::WAIT_PORT, &req).await?;
+        let m = self
+            .call_within(
+                kind::WAIT_PORT,
+                &req,
+                timeout.saturating_add(ANSWER_TIMEOUT),
+            )
+            .await?;
         m.bool("open").map_err(protocol)
     }
 
@@ -522,7 +548,7 @@ impl AgentClient {
     pub async fn connect(&self, port: u16) -> Result<tokio::net::UnixStream> {
         let mut conn =
             Conn::open(&self.socket, kind::CONNECT, &Map::new().with("port", port)).await?;
-        conn.expect_ok().await?;
+        conn.answer().await?;
         // Frames are read exactly, never past their end: nothing of the spliced bytes is
         // buffered here.
         debug_assert!(conn.buf.is_empty());
@@ -541,7 +567,7 @@ impl AgentClient {
             .with("cols", spec.cols)
             .with("rows", spec.rows);
         let mut conn = Conn::open(&self.socket, kind::PTY, &req).await?;
-        let m = conn.expect_ok().await?;
+        let m = conn.answer().await?;
         Ok(Pty {
             conn,
             ended: false,
@@ -549,10 +575,15 @@ impl AgentClient {
         })
     }
 
-    /// A one-answer request.
+    /// A one-answer request, answered within [`ANSWER_TIMEOUT`].
     async fn call(&self, request: u8, req: &Map) -> Result<Map> {
+        self.call_within(request, req, ANSWER_TIMEOUT).await
+    }
+
+    /// A one-answer request answered within `limit` (a wedged agent is an error, not a hang).
+    async fn call_within(&self, request: u8, req: &Map, limit: Duration) -> Result<Map> {
         let mut conn = Conn::open(&self.socket, request, req).await?;
-        conn.expect_ok().await
+        conn.answer_within(limit).await
     }
 }
 
@@ -658,6 +689,10 @@ pub fn read_logs(state_dir: &Path, id: &str) -> Result<Logs> {
 /// unreachable (a wedged agent must not hang its caller).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a one-answer request (list, get, kill, logs...) may take once sent: its work is
+/// a few file reads or a spawn, so an agent that takes longer is wedged.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One connection to the agent: frames are read exactly (never past a frame's end, so a
 /// `CONNECT` stream hands over with nothing buffered) and cancel-safely (a partial frame stays
 /// in `buf` across a cancelled read).
@@ -747,6 +782,18 @@ impl Conn {
         let f = proto::frame(k, payload).map_err(protocol)?;
         self.stream.write_all(&f).await?;
         Ok(())
+    }
+
+    /// [`Self::expect_ok`] within [`ANSWER_TIMEOUT`].
+    async fn answer(&mut self) -> Result<Map> {
+        self.answer_within(ANSWER_TIMEOUT).await
+    }
+
+    /// [`Self::expect_ok`] within `limit` (a wedged agent is an error, not a hang).
+    async fn answer_within(&mut self, limit: Duration) -> Result<Map> {
+        tokio::time::timeout(limit, self.expect_ok())
+            .await
+            .map_err(|_| AgentError::Unreachable(format!("no answer within {limit:?}")))?
     }
 
     /// The answer to the request: `OK`'s fields or the agent's error.

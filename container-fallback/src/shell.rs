@@ -4,8 +4,8 @@
 //! host-side (cwd, variables, which are exported, `$?`). So a container command is a fresh
 //! `bash` that is handed that state, runs the command line, and reports the state it ends with
 //! on fd 3 (from an `EXIT` trap, so an `exit` in the command is reported too). Functions and
-//! aliases, which only bash has, are kept in a per-session file inside the container.
-//! A fresh bash per command also means an `exit`, a `set -e` or a stray `exec` can never kill
+//! aliases, which only bash has, travel with the state in bash's own `declare -f; alias -p`
+//! form. A fresh bash per command also means an `exit`, a `set -e` or a stray `exec` can never kill
 //! the session, and a background job (`server &`) outlives its command as it would in a shell.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,10 +21,9 @@ pub struct SessionState {
     pub exported: BTreeSet<String>,
     /// `$?` before the command; after it, its exit status.
     pub last_status: i32,
+    /// Functions and aliases, as `declare -f; alias -p` print them.
+    pub functions: String,
 }
-
-/// Where the agent's state dir is inside the container; session files live under it.
-pub const STATE_DIR: &str = "/.hybox/state";
 
 /// Variables bash sets or manages itself: never taken back into a session.
 const BASH_OWN: &[&str] = &[
@@ -102,25 +101,18 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The file keeping a session's functions and aliases inside the container.
+/// The program and arguments every container command runs: a bash that sources the command
+/// and the session state it starts from on fd 4 (pass [`tail`] as the exec's `tail`), runs the
+/// command, and reports the state it ends with on fd 3 (parse it with [`parse_report`]).
+///
+/// The arguments are the same for every command of every session, so the bash can be started
+/// before the command is known: the agent keeps a spare one `PREPARE`d, and a command that
+/// finds it skips bash's start (see `AgentClient::prepare`).
 #[must_use]
-pub fn functions_file(session: &str) -> String {
-    format!("{STATE_DIR}/session-{}.sh", hex::encode(session.as_bytes()))
-}
-
-/// The program and arguments that run `command` in a bash handed `state` for session
-/// `session`; the bash reports its final state on fd 3 (parse it with [`parse_report`]).
-#[must_use]
-pub fn wrap(command: &str, state: &SessionState, session: &str) -> Vec<String> {
-    let mut s = String::with_capacity(1024);
-    let fns = functions_file(session);
-    s.push_str("__hybox_fns=");
-    s.push_str(&quote(&fns));
-    // The session's functions and aliases first: the wrapper's own functions, saved with them,
-    // are then defined again below.
-    s.push_str(
-        "\n[ -r \"$__hybox_fns\" ] && . \"$__hybox_fns\" 2>/dev/null\nshopt -s expand_aliases\n",
-    );
+pub fn wrapper() -> Vec<String> {
+    // The state and the command first (a pipe is read in 4 KiB blocks when sourced), then the
+    // wrapper's own functions, defined after the session's so those cannot replace them.
+    let mut s = String::from(". /dev/fd/4 2>/dev/null\nexec 4<&-\nshopt -s expand_aliases\n");
     // The report: everything NUL-separated, so values may hold newlines.
     s.push_str(
         r#"__hybox_report() {
@@ -134,13 +126,57 @@ trap - EXIT
     printf 'var\0%s\0%s\0' "$__hybox_n" "${!__hybox_n}"
     case $__hybox_a in *x*) printf 'exp\0%s\0' "$__hybox_n";; esac
   done
+  unset -f __hybox_status __hybox_report
+  printf 'fns\0'; declare -f; alias -p; printf '\0'
 } >&3 2>/dev/null
-{ declare -f; alias -p; } > "$__hybox_fns" 2>/dev/null
 exec 3>&-
 exit "$__hybox_rc"
 }
+cd -- "$__hybox_cwd" || exit 1
+trap __hybox_report EXIT
+__hybox_status() { return "$1"; }
+__hybox_status "$__hybox_last"
+eval "$__hybox_cmd"
 "#,
     );
+    vec![
+        "/bin/bash".to_owned(),
+        "--noprofile".to_owned(),
+        "--norc".to_owned(),
+        "-c".to_owned(),
+        s,
+        "bash".to_owned(),
+    ]
+}
+
+/// The exec of [`wrapper`] in an image whose environment is `env`, reading `tail` (from
+/// [`tail`]) on fd 4; without a tail, the spec to `PREPARE` a spare for such execs.
+#[must_use]
+pub fn exec_spec(env: Vec<(String, String)>, tail: Option<Vec<u8>>) -> crate::agent::ExecSpec {
+    crate::agent::ExecSpec {
+        argv: wrapper(),
+        env,
+        cwd: "/".to_owned(),
+        stdin: Vec::new(),
+        state_fd: true,
+        tail,
+    }
+}
+
+/// What [`wrapper`] reads on fd 4: `command` and the session `state` it starts from, as a
+/// script of assignments and the session's function and alias definitions.
+#[must_use]
+pub fn tail(command: &str, state: &SessionState) -> Vec<u8> {
+    let mut s = String::with_capacity(256 + command.len() + state.functions.len());
+    s.push_str("__hybox_cmd=");
+    s.push_str(&quote(command));
+    s.push_str("\n__hybox_cwd=");
+    s.push_str(&quote(&state.cwd));
+    s.push_str(&format!(
+        "\n__hybox_last={}\n",
+        state.last_status.clamp(0, 255)
+    ));
+    // Variables the image exports but the session does not have: the session decides.
     for (k, v) in &state.vars {
         if !is_session_var(k) {
             continue;
@@ -153,28 +189,9 @@ exit "$__hybox_rc"
         s.push_str(&quote(v));
         s.push('\n');
     }
-    // Variables the image exports but the session does not have: the session decides.
-    s.push_str("cd -- ");
-    s.push_str(&quote(&state.cwd));
-    s.push_str(" || exit 1\n");
-    s.push_str("trap __hybox_report EXIT\n");
-    s.push_str("__hybox_cmd=$1\nset --\n");
-    // `$?` for the command, set without a subshell (every fork is a millisecond here).
-    s.push_str(&format!(
-        "__hybox_status() {{ return \"$1\"; }}\n__hybox_status {}\n",
-        state.last_status.clamp(0, 255)
-    ));
-    s.push_str("eval \"$__hybox_cmd\"\n");
-    let _ = command;
-    vec![
-        "/bin/bash".to_owned(),
-        "--noprofile".to_owned(),
-        "--norc".to_owned(),
-        "-c".to_owned(),
-        s,
-        "bash".to_owned(),
-        command.to_owned(),
-    ]
+    s.push_str(&state.functions);
+    s.push('\n');
+    s.into_bytes()
 }
 
 /// What a command's report says.
@@ -188,6 +205,8 @@ pub struct Report {
     pub vars: BTreeMap<String, String>,
     /// The exported ones.
     pub exported: BTreeSet<String>,
+    /// Its functions and aliases.
+    pub functions: Option<String>,
 }
 
 /// Parses the fd-3 report of a wrapped command. `None` when there is none (the command was
@@ -210,6 +229,7 @@ pub fn parse_report(bytes: &[u8]) -> Option<Report> {
                 };
                 r.vars.insert(text(k), text(v));
             }
+            b"fns" => r.functions = fields.next().map(text),
             b"exp" => {
                 if let Some(k) = fields.next() {
                     r.exported.insert(text(k));
@@ -237,6 +257,10 @@ pub fn apply_report(
         vars: BTreeMap::new(),
         exported: BTreeSet::new(),
         last_status: report.status.unwrap_or(before.last_status),
+        functions: report
+            .functions
+            .clone()
+            .unwrap_or_else(|| before.functions.clone()),
     };
     for (k, v) in &report.vars {
         if !is_session_var(k) {
@@ -298,7 +322,7 @@ mod tests {
     }
 
     #[test]
-    fn wrap_hands_state_to_bash() {
+    fn the_tail_hands_state_to_a_fixed_wrapper() {
         let st = SessionState {
             cwd: "/workspace/a b".into(),
             vars: [
@@ -309,31 +333,33 @@ mod tests {
             .collect(),
             exported: ["X".to_owned()].into_iter().collect(),
             last_status: 3,
+            functions: "f () \n{ \n    echo f\n}\n".into(),
         };
-        let argv = wrap("echo $X", &st, "default");
+        let argv = wrapper();
         assert_eq!(argv[0], "/bin/bash");
-        assert_eq!(argv.last().map(String::as_str), Some("echo $X"));
-        let script = &argv[4];
-        assert!(script.contains(r"export X='it'\''s'"));
-        assert!(script.contains("\nY='2'\n"));
-        assert!(script.contains("cd -- '/workspace/a b'"));
-        assert!(script.contains("__hybox_status 3\n"));
+        assert_eq!(argv.len(), 6);
+        assert!(argv[4].starts_with(". /dev/fd/4"));
+        let tail = String::from_utf8(tail("echo 'hi'", &st)).expect("utf-8");
+        assert!(tail.starts_with(r"__hybox_cmd='echo '\''hi'\'''"), "{tail}");
+        assert!(tail.contains(r"export X='it'\''s'"));
+        assert!(tail.contains("\nY='2'\n"));
+        assert!(tail.contains("__hybox_cwd='/workspace/a b'\n"));
+        assert!(tail.contains("__hybox_last=3\n"));
+        assert!(tail.contains("f () \n{"));
     }
 
-    /// Runs a wrapped command in the host's bash (the same script the container runs), with
-    /// the functions file under `dir`.
+    /// Runs a command through the wrapper in the host's bash (the script the container runs).
     fn run_bash(dir: &std::path::Path, command: &str, st: &SessionState) -> (String, Report) {
-        let argv = wrap(command, st, "s1");
-        let fns = functions_file("s1");
-        let script = argv[4].replace(&fns, &dir.join("fns.sh").display().to_string());
+        let argv = wrapper();
         let report = dir.join("report");
+        let tail_file = dir.join("tail");
+        std::fs::write(&tail_file, tail(command, st)).expect("tail");
         let out = std::process::Command::new("/bin/bash")
             .arg("-c")
-            .arg(r#"exec 3>"$0"; exec "$@""#)
+            .arg(r#"exec 3>"$0" 4<"$1"; shift; exec "$@""#)
             .arg(&report)
-            .args(&argv[..4])
-            .arg(script)
-            .args(&argv[5..])
+            .arg(&tail_file)
+            .args(&argv)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .output()
@@ -364,6 +390,9 @@ mod tests {
         assert_eq!(st1.vars.get("A").map(String::as_str), Some("x y"));
         assert!(st1.exported.contains("A") && !st1.exported.contains("B"));
         assert!(!st1.vars.contains_key("PATH"));
+        assert!(st1.functions.contains("f ()"), "{}", st1.functions);
+        assert!(st1.functions.contains("alias g='echo g'"));
+        assert!(!st1.functions.contains("__hybox"), "{}", st1.functions);
         let (out, r) = run_bash(
             dir.path(),
             "echo \"$? $A $B $(pwd)\"; f 1; g; env | grep -c '^B=' ; exit 7",

@@ -1000,3 +1000,164 @@ async fn listen_fd_mode_serves_an_inherited_socket() {
     let status = child.wait().expect("wait");
     assert!(status.success(), "{status:?}");
 }
+
+/// A command that reads the rest of its command line on fd 4, as the session wrapper does.
+fn tail_spec(tag: &str) -> ExecSpec {
+    ExecSpec {
+        state_fd: true,
+        ..spec(&[
+            "bash",
+            "-c",
+            &format!("IFS= read -r -d '' cmd <&4; exec 4<&-; echo {tag} >&3; eval \"$cmd\""),
+        ])
+    }
+}
+
+#[tokio::test]
+async fn a_prepared_spare_runs_the_next_identical_exec() {
+    let a = Agent::start().await;
+    let base = tail_spec("s1");
+    let spare = a.client.prepare(&base).await.expect("prepare");
+    assert!(alive(spare), "the spare waits for its command");
+    // Preparing again keeps the one that waits.
+    assert_eq!(a.client.prepare(&base).await.expect("prepare"), spare);
+    // Same fields: the spare runs it (same pid), reading the tail on fd 4 and stdin as given.
+    let s = a
+        .client
+        .exec(ExecSpec {
+            tail: Some(b"echo \"tail ran: $(cat)\"; echo err >&2; exit 3".to_vec()),
+            stdin: b"input".to_vec(),
+            ..base.clone()
+        })
+        .await
+        .expect("exec");
+    assert_eq!(s.pid(), spare);
+    let out = collect(s).await;
+    assert_eq!(text(&out.stdout), "tail ran: input\n");
+    assert_eq!(text(&out.stderr), "err\n");
+    assert_eq!(out.code, Some(3));
+    assert_eq!(text(&out.state), "s1\n");
+    // No spare left: the next one starts its own, with stdin empty (end of file at once).
+    let s = a
+        .client
+        .exec(ExecSpec {
+            tail: Some(b"cat; echo fresh".to_vec()),
+            ..base.clone()
+        })
+        .await
+        .expect("exec");
+    assert_ne!(s.pid(), spare);
+    let out = collect(s).await;
+    assert_eq!((text(&out.stdout), out.code), ("fresh\n", Some(0)));
+}
+
+#[tokio::test]
+async fn a_spare_is_taken_only_by_the_same_fields_and_only_alive() {
+    let a = Agent::start().await;
+    let s1 = tail_spec("one");
+    let spare = a.client.prepare(&s1).await.expect("prepare");
+    // Other arguments: not this spare, which stays parked.
+    let s = a
+        .client
+        .exec(ExecSpec {
+            tail: Some(b"echo other".to_vec()),
+            ..tail_spec("two")
+        })
+        .await
+        .expect("exec");
+    assert_ne!(s.pid(), spare);
+    let out = collect(s).await;
+    assert_eq!((text(&out.stdout), text(&out.state)), ("other\n", "two\n"));
+    assert!(alive(spare));
+    // Killed while parked: the exec starts a new one and still runs.
+    signal(spare, libc::SIGKILL);
+    assert!(wait_gone(spare));
+    let s = a
+        .client
+        .exec(ExecSpec {
+            tail: Some(b"echo after".to_vec()),
+            ..s1.clone()
+        })
+        .await
+        .expect("exec");
+    assert_ne!(s.pid(), spare);
+    let out = collect(s).await;
+    assert_eq!((text(&out.stdout), out.code), ("after\n", Some(0)));
+    // At most four are kept: the oldest are killed.
+    let mut pids = Vec::new();
+    for i in 0..6 {
+        pids.push(
+            a.client
+                .prepare(&tail_spec(&format!("p{i}")))
+                .await
+                .expect("prepare"),
+        );
+    }
+    assert!(
+        wait_gone(pids[0]) && wait_gone(pids[1]),
+        "the oldest spares go"
+    );
+    assert!(pids[2..].iter().all(|&p| alive(p)));
+    // A spare of a program that cannot start is refused up front.
+    let bad = a
+        .client
+        .prepare(&ExecSpec {
+            tail: None,
+            ..spec(&["/nonexistent/program"])
+        })
+        .await;
+    assert!(matches!(bad, Err(AgentError::Refused(_))), "{bad:?}");
+}
+
+#[tokio::test]
+#[ignore = "a timing probe, run by hand: cargo test --test agent probe -- --ignored --nocapture"]
+async fn probe_spare_latency() {
+    use hybox_container_fallback::shell::{SessionState, tail, wrapper};
+    let a = Agent::start().await;
+    let st = SessionState {
+        cwd: "/".into(),
+        ..SessionState::default()
+    };
+    let argv = wrapper();
+    let base = ExecSpec {
+        state_fd: true,
+        ..spec(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    for round in 0..3 {
+        let mut with = Vec::new();
+        let mut without = Vec::new();
+        for _ in 0..30 {
+            a.client.prepare(&base).await.expect("prepare");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let t = Instant::now();
+            let out = run(
+                &a.client,
+                ExecSpec {
+                    tail: Some(tail(":", &st)),
+                    ..base.clone()
+                },
+            )
+            .await;
+            with.push(t.elapsed());
+            assert_eq!(out.code, Some(0));
+            let t = Instant::now();
+            let out = run(
+                &a.client,
+                ExecSpec {
+                    tail: Some(tail(":", &st)),
+                    env: vec![("X".into(), "no spare".into())],
+                    ..base.clone()
+                },
+            )
+            .await;
+            without.push(t.elapsed());
+            assert_eq!(out.code, Some(0));
+        }
+        with.sort();
+        without.sort();
+        eprintln!(
+            "round {round}: spare {:?}, fresh {:?}",
+            with[15], without[15]
+        );
+    }
+}

@@ -1,18 +1,21 @@
 //! Foreground commands: a new process group, output streamed as it comes, an optional state
 //! pipe on fd 3, and the group killed when the host goes away first.
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::process::Stdio;
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::process::{ChildStdin, Stdio};
+use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use crate::launch::{Launch, pump, thread};
-use crate::proto::{Map, decode_wait_status, kind, write_frame};
-use crate::{Agent, Fail, sys};
+use crate::proto::{self, Map, decode_wait_status, kind, write_frame};
+use crate::{Agent, Fail, lock, sys};
 
 /// How long after the command's exit its pipes may stay open (a background job holding them)
 /// before the command counts as done anyway.
@@ -21,7 +24,7 @@ pub const LINGER: Duration = Duration::from_millis(100);
 /// The most state bytes kept (they travel in one frame).
 const MAX_STATE: usize = 8 << 20;
 
-enum Ev {
+pub enum Ev {
     Out(Vec<u8>),
     Err(Vec<u8>),
     OutEof,
@@ -52,30 +55,106 @@ pub fn watch_host<E: Send + 'static>(
     })
 }
 
-/// Runs an `EXEC` request on `stream`.
-pub fn run(agent: &'static Agent, mut stream: UnixStream, req: &Map) -> Result<(), Fail> {
-    let launch = Launch::from_map(req)?;
-    let stdin = req.bytes("stdin")?.to_vec();
-    let state_fd = req.bool("state_fd")?;
+/// The most spares kept at once; the oldest goes first.
+const MAX_SPARES: usize = 4;
+
+/// How long a spare waits for its command before it is killed.
+const SPARE_TTL: Duration = Duration::from_secs(600);
+
+/// A started command: its pipes pumped into `rx`, its exit reported there too.
+pub struct Started {
+    pid: i32,
+    rx: Receiver<Ev>,
+    tx: Sender<Ev>,
+    stdin: Option<ChildStdin>,
+    /// The write end of its fd 4, when it reads the rest of its command line there.
+    tail: Option<File>,
+    born: Instant,
+    /// The request fields it was started from (a spare is taken only by an identical request).
+    key: Vec<u8>,
+}
+
+/// Spares: commands started ahead by `PREPARE`, each waiting on fd 4 for the rest of its
+/// command line, so an `EXEC` identical to the `PREPARE` skips the program's start (for the
+/// host's session wrapper, a bash loading the session: most of a warm command's time).
+#[derive(Default)]
+pub struct Spares(Mutex<Vec<Started>>);
+
+impl Spares {
+    fn park(&self, s: Started) {
+        let mut list = lock(&self.0);
+        list.push(s);
+        let now = Instant::now();
+        let mut kept = Vec::with_capacity(list.len());
+        let n = list.len();
+        for (i, s) in list.drain(..).enumerate() {
+            if now.duration_since(s.born) > SPARE_TTL || i + MAX_SPARES < n {
+                let _ = sys::signal(-s.pid, sys::SIGKILL);
+            } else {
+                kept.push(s);
+            }
+        }
+        *list = kept;
+    }
+
+    /// The pid of a live spare for `key` (dead ones are dropped).
+    fn live(&self, key: &[u8]) -> Option<i32> {
+        let mut list = lock(&self.0);
+        list.retain(|s| sys::group_alive(s.pid));
+        list.iter().find(|s| s.key == key).map(|s| s.pid)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Started> {
+        let mut list = lock(&self.0);
+        let i = list.iter().position(|s| s.key == key)?;
+        Some(list.remove(i))
+    }
+}
+
+/// The fields of a request that decide what a started command is.
+fn key_of(launch: &Launch, state_fd: bool) -> Vec<u8> {
+    Map::new()
+        .with("argv", proto::strings(&launch.argv))
+        .with("env", proto::pairs(&launch.env))
+        .with("cwd", launch.cwd.as_str())
+        .with("state_fd", state_fd)
+        .encode()
+}
+
+/// Starts `launch` in a new process group with its output pumped into the returned channel;
+/// `tail`: its fd 4 is a pipe it reads the rest of its command line from.
+fn start(
+    agent: &'static Agent,
+    launch: &Launch,
+    state_fd: bool,
+    stdin_piped: bool,
+    tail: bool,
+    key: Vec<u8>,
+) -> Result<Started, Fail> {
     let mut cmd = launch.command()?;
     cmd.process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .stdin(if stdin.is_empty() {
-            Stdio::null()
-        } else {
+        .stdin(if stdin_piped {
             Stdio::piped()
+        } else {
+            Stdio::null()
         });
     let state = if state_fd { Some(sys::pipe()?) } else { None };
     let state_raw = state.as_ref().map(|(_, w)| w.as_raw_fd());
+    let tail = if tail { Some(sys::pipe()?) } else { None };
+    let tail_raw = tail.as_ref().map(|(r, _)| r.as_raw_fd());
     // SAFETY: the closure runs between fork and exec and only calls sigprocmask, dup2 and
-    // fcntl, which are async-signal-safe; the state pipe's write end stays open in the parent
+    // fcntl, which are async-signal-safe; the pipes' child ends stay open in the parent
     // until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
             sys::child_unblock_signals()?;
-            match state_raw {
-                Some(raw) => sys::child_dup_to(raw, 3),
+            if let Some(raw) = state_raw {
+                sys::child_dup_to(raw, 3)?;
+            }
+            match tail_raw {
+                Some(raw) => sys::child_dup_to(raw, 4),
                 None => Ok(()),
             }
         });
@@ -96,8 +175,11 @@ pub fn run(agent: &'static Agent, mut stream: UnixStream, req: &Map) -> Result<(
         drop(w);
         r
     });
-
-    let started = (|| -> std::io::Result<()> {
+    let tail_w = tail.map(|(r, w)| {
+        drop(r);
+        File::from(w)
+    });
+    let pumped = (|| -> std::io::Result<()> {
         if let Some(out) = child.stdout.take() {
             pump(out, tx.clone(), Ev::Out, Ev::OutEof)?;
         }
@@ -105,13 +187,106 @@ pub fn run(agent: &'static Agent, mut stream: UnixStream, req: &Map) -> Result<(
             pump(err, tx.clone(), Ev::Err, Ev::ErrEof)?;
         }
         if let Some(r) = state_rx {
-            pump(std::fs::File::from(r), tx.clone(), Ev::State, Ev::StateEof)?;
+            pump(File::from(r), tx.clone(), Ev::State, Ev::StateEof)?;
         }
-        if let Some(mut input) = child.stdin.take() {
-            thread("stdin", move || {
-                // The command may exit without reading: EPIPE is its business.
-                let _ = input.write_all(&stdin);
+        Ok(())
+    })();
+    if let Err(e) = pumped {
+        let _ = sys::signal(-pid, sys::SIGKILL);
+        return Err(Fail::Io(e));
+    }
+    Ok(Started {
+        pid,
+        rx,
+        tx,
+        stdin: child.stdin.take(),
+        tail: tail_w,
+        born: Instant::now(),
+        key,
+    })
+}
+
+/// Runs a `PREPARE` request: makes sure a spare for a future identical `EXEC` with a `tail`
+/// waits (starting and parking one unless a live one does), and answers its `{pid}`.
+pub fn prepare(agent: &'static Agent, mut stream: UnixStream, req: &Map) -> Result<(), Fail> {
+    let launch = Launch::from_map(req)?;
+    let state_fd = req.bool("state_fd")?;
+    let key = key_of(&launch, state_fd);
+    let pid = match agent.spares.live(&key) {
+        Some(pid) => pid,
+        None => {
+            let started = start(agent, &launch, state_fd, true, true, key)?;
+            let pid = started.pid;
+            agent.spares.park(started);
+            pid
+        }
+    };
+    write_frame(
+        &mut stream,
+        kind::OK,
+        &Map::new().with("pid", pid as u32).encode(),
+    )?;
+    Ok(())
+}
+
+/// Runs an `EXEC` request on `stream`. With a `tail` field, the command reads those bytes on
+/// its fd 4 (then end of file), and a spare `PREPARE`d from the same fields is used when there
+/// is a live one.
+pub fn run(agent: &'static Agent, mut stream: UnixStream, req: &Map) -> Result<(), Fail> {
+    let launch = Launch::from_map(req)?;
+    let stdin = req.bytes("stdin")?.to_vec();
+    let state_fd = req.bool("state_fd")?;
+    let tail = req.get("tail").is_some().then(|| req.bytes("tail")).transpose()?;
+    let mut pending = VecDeque::new();
+    let spare = match tail {
+        Some(_) => {
+            let key = key_of(&launch, state_fd);
+            let spare = agent.spares.take(&key).and_then(|s| {
+                // A spare that died while parked (killed, or its program failed) is no use.
+                while let Ok(ev) = s.rx.try_recv() {
+                    if matches!(ev, Ev::Exited(_)) {
+                        let _ = sys::signal(-s.pid, sys::SIGKILL);
+                        return None;
+                    }
+                    pending.push_back(ev);
+                }
+                Some(s)
+            });
+            match spare {
+                Some(s) => s,
+                None => {
+                    pending.clear();
+                    start(agent, &launch, state_fd, true, true, key)?
+                }
+            }
+        }
+        None => start(agent, &launch, state_fd, !stdin.is_empty(), false, Vec::new())?,
+    };
+    let Started {
+        pid,
+        rx,
+        tx,
+        stdin: child_stdin,
+        tail: tail_w,
+        ..
+    } = spare;
+    let fed = (|| -> std::io::Result<()> {
+        if let (Some(mut w), Some(bytes)) = (tail_w, tail) {
+            // Like stdin: a command that exits without reading it gets EPIPE, its business.
+            let bytes = bytes.to_vec();
+            thread("tail", move || {
+                let _ = w.write_all(&bytes);
             })?;
+        }
+        if let Some(mut input) = child_stdin {
+            if stdin.is_empty() {
+                drop(input);
+            } else {
+                thread("stdin", move || {
+                    // The command may exit without reading: EPIPE is its business.
+                    let _ = input.write_all(&stdin);
+                })?;
+            }
         }
         watch_host(stream.try_clone()?, tx.clone(), Ev::HostGone)?;
         write_frame(
@@ -121,7 +296,7 @@ pub fn run(agent: &'static Agent, mut stream: UnixStream, req: &Map) -> Result<(
         )
     })();
     drop(tx);
-    if let Err(e) = started {
+    if let Err(e) = fed {
         let _ = sys::signal(-pid, sys::SIGKILL);
         return Err(Fail::Io(e));
     }
@@ -136,7 +311,10 @@ pub fn run(agent: &'static Agent, mut stream: UnixStream, req: &Map) -> Result<(
         if exited.is_some() && out_eof && err_eof && state_eof {
             break;
         }
-        let ev = match deadline {
+        let ev = if let Some(ev) = pending.pop_front() {
+            ev
+        } else {
+            match deadline {
             Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
                 Ok(ev) => ev,
                 Err(RecvTimeoutError::Timeout) => break,
@@ -146,6 +324,7 @@ pub fn run(agent: &'static Agent, mut stream: UnixStream, req: &Map) -> Result<(
                 Ok(ev) => ev,
                 Err(_) => break,
             },
+        }
         };
         let written = match ev {
             Ev::Out(b) => write_frame(&mut stream, kind::STDOUT, &b),

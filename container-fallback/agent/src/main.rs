@@ -83,6 +83,7 @@ pub struct Agent {
     /// Process groups we started (for the shutdown kill).
     groups: Mutex<HashSet<i32>>,
     procs: procs::Procs,
+    spares: exec::Spares,
 }
 
 impl Agent {
@@ -233,6 +234,7 @@ fn dispatch(agent: &'static Agent, mut s: UnixStream, request: u8, req: &Map) ->
             Ok(())
         }
         kind::EXEC => exec::run(agent, s, req),
+        kind::PREPARE => exec::prepare(agent, s, req),
         kind::PTY => pty::run(agent, s, req),
         kind::WAIT_PORT => net::wait_port(s, req),
         kind::CONNECT => net::connect(s, req),
@@ -278,6 +280,7 @@ fn run(args: Args) -> io::Result<()> {
         reaper: reaper::Reaper::default(),
         groups: Mutex::new(HashSet::new()),
         procs: procs::Procs::load(&args.state)?,
+        spares: exec::Spares::default(),
     }));
     launch::thread("reaper", move || agent.reaper.run())?;
     launch::thread("signals", move || {

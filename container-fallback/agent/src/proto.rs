@@ -14,6 +14,10 @@
 //! 3. Streaming requests go on: exec sends `STDOUT`/`STDERR` chunks then `EXIT`; follow sends
 //!    `LOG_DATA` then `PROC_EXIT`; a PTY takes `PTY_INPUT`/`PTY_RESIZE` and sends `PTY_OUTPUT`
 //!    then `PTY_EXIT`; after `OK` to `CONNECT` the connection is a raw byte pipe.
+//! 4. `PREPARE` `{argv, env, cwd, state_fd}` starts a command ahead and parks it (a spare,
+//!    answered `OK {pid}`); an `EXEC` with the same fields and a `tail` takes it (or starts one
+//!    if none is live) and writes `tail` to its fd 4. The host's session wrapper uses this to
+//!    have the next command's bash loaded before the command arrives.
 //!
 //! # Payloads
 //! Raw bytes for data chunks; otherwise a [`Map`]: a self-describing encoding of named fields
@@ -62,6 +66,8 @@ pub mod kind {
     pub const CONNECT: u8 = 0x1a;
     /// Request: open a PTY.
     pub const PTY: u8 = 0x1b;
+    /// Request: start the command of a later identical `EXEC` (with a `tail`) ahead of it.
+    pub const PREPARE: u8 = 0x1c;
     /// Host to agent: keyboard bytes for the PTY (raw payload).
     pub const PTY_INPUT: u8 = 0x20;
     /// Host to agent: new PTY size `{cols, rows}`.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use hybox_container_fallback::agent::{ExecEvent, ExecSpec};
+use hybox_container_fallback::agent::ExecEvent;
 use hybox_container_fallback::shell as cshell;
 use hybox_wasi_runtime::shell::{Script, ShellState, run_script};
 use hybox_wasi_runtime::{Event, EventSink, RunLimits, RunOutcome, Runtime, StopReason};
@@ -185,7 +185,6 @@ async fn run(p: Planned, sink: Option<EventSink>) -> Result<(RunOutcome, String)
             run_container(
                 &containers,
                 &p.sb,
-                &p.session.id,
                 &command,
                 st,
                 &p.limits,
@@ -278,20 +277,16 @@ fn to_container(st: &ShellState) -> cshell::SessionState {
         vars: st.vars.clone(),
         exported: st.exported.clone(),
         last_status: st.last_status,
+        functions: st.functions.clone(),
     }
 }
 
 /// Runs `command` in the sandbox's container as the session's shell would: the session's
 /// state goes in, the state the command ends with comes back. The deadline, cancellation and
 /// the output cap apply as on the wasm route (the command's process group is killed).
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site; the pieces of a planned exec"
-)]
 pub(super) async fn run_container(
     containers: &Containers,
     sb: &Sandbox,
-    session: &str,
     command: &str,
     st: ShellState,
     limits: &RunLimits,
@@ -300,13 +295,10 @@ pub(super) async fn run_container(
     let started = std::time::Instant::now();
     let handle = containers.handle(sb).await?;
     let before = to_container(&st);
-    let spec = ExecSpec {
-        argv: cshell::wrap(command, &before, session),
-        env: handle.base_env.clone(),
-        cwd: "/".to_owned(),
-        stdin: Vec::new(),
-        state_fd: true,
-    };
+    let spec = cshell::exec_spec(
+        handle.base_env.clone(),
+        Some(cshell::tail(command, &before)),
+    );
     let mut stream = handle
         .client
         .exec(spec)
@@ -391,6 +383,7 @@ pub(super) async fn run_container(
             after.vars = next.vars;
             after.exported = next.exported;
             after.last_status = next.last_status;
+            after.functions = next.functions;
         }
         None => {
             if let Some(code) = outcome.exit_code {
@@ -398,6 +391,15 @@ pub(super) async fn run_container(
             }
         }
     }
+    // The next command (of any session) finds its bash started: one spare is kept waiting,
+    // started now, off this request's path.
+    let client = handle.client.clone();
+    let spare = cshell::exec_spec(handle.base_env.clone(), None);
+    tokio::spawn(async move {
+        if let Err(e) = client.prepare(&spare).await {
+            tracing::debug!(error = %e, "starting a spare shell failed");
+        }
+    });
     Ok((outcome, after))
 }
 

@@ -120,6 +120,7 @@ pub(super) async fn checkout(
             cwd: cwd.clone(),
             stdin: Vec::new(),
             state_fd: false,
+            tail: None,
         })
         .await
         .map_err(super::processes::agent_err)?;

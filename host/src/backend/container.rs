@@ -298,6 +298,14 @@ impl Containers {
             pid: container.pid,
             started: Instant::now(),
         });
+        // The first command finds its shell started (see `shell::wrapper`).
+        let spare = hybox_container_fallback::shell::exec_spec(manifest.env.clone(), None);
+        let c = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = c.prepare(&spare).await {
+                tracing::debug!(error = %e, "starting a spare shell failed");
+            }
+        });
         Ok(Handle {
             client,
             base_env: manifest.env,

@@ -37,6 +37,9 @@ pub struct ShellState {
     pub exported: BTreeSet<String>,
     /// `$?`.
     pub last_status: i32,
+    /// Functions and aliases a command on the container route defined, as bash prints them
+    /// (`declare -f; alias -p`): they belong to the session, though this shell has neither.
+    pub functions: String,
 }
 
 impl ShellState {
@@ -49,6 +52,7 @@ impl ShellState {
             exported: vars.keys().cloned().collect(),
             vars,
             last_status: 0,
+            functions: String::new(),
         }
     }
 
