@@ -65,7 +65,7 @@ fn mirror(src: &Path, dst: &Path, owner: (u32, u32), skip: &[&str]) {
 
 /// A server run by the rootless test user, in a temp dir it owns, or `None` when the suite was
 /// not set up for it.
-fn rootless_server() -> Option<(Server, tempfile::TempDir, (u32, u32))> {
+fn rootless_server(env: &[(&str, &str)]) -> Option<(Server, tempfile::TempDir, (u32, u32))> {
     let Ok(user) = std::env::var("HYBOX_TEST_ROOTLESS_USER") else {
         eprintln!("skipped: HYBOX_TEST_ROOTLESS_USER is not set (scripts/test.sh sets it)");
         return None;
@@ -101,7 +101,8 @@ fn rootless_server() -> Option<(Server, tempfile::TempDir, (u32, u32))> {
         .env("HOME", root)
         .env("HYBOX_CACHE_DIR", &cache)
         .env("HYBOX_IMAGE_DIR", &images)
-        .env_remove("XDG_RUNTIME_DIR");
+        .env_remove("XDG_RUNTIME_DIR")
+        .envs(env.iter().copied());
     let s = Server::launch(cmd, &data, &[]);
     Some((s, dir, owner))
 }
@@ -112,7 +113,7 @@ fn container_dir(s: &Server, id: &str) -> PathBuf {
 
 #[test]
 fn an_ordinary_user_runs_the_container_route() {
-    let Some((s, _dir, (uid, gid))) = rootless_server() else {
+    let Some((s, _dir, (uid, gid))) = rootless_server(&[]) else {
         return;
     };
     // The server really is that user, and says its containers are rootless with cgroup limits.
@@ -248,4 +249,44 @@ fn an_ordinary_user_runs_the_container_route() {
     .exists()));
     let h = s.get("/v1/health");
     assert_eq!(h.json["status"], "ok", "{h:?}");
+}
+
+#[test]
+fn without_a_delegated_cgroup_rlimits_stop_a_fork_storm_and_a_memory_hog() {
+    // A cgroup parent nobody delegated: the server falls back to rlimits, and says so.
+    let Some((s, _dir, _)) = rootless_server(&[("HYBOX_CGROUP_PARENT", "hybox-not-delegated")])
+    else {
+        return;
+    };
+    let h = s.get("/v1/health");
+    assert_eq!(h.json["containers"]["limits"], "rlimit", "{h:?}");
+    let id = "rlimits";
+    sandbox(&s, id, &json!({"resources": {"pids": 64, "memoryMb": 256}}));
+    let cg = sh_ok(&s, id, "cat /proc/self/cgroup");
+    assert!(!cg.contains(id), "no cgroup of its own: {cg}");
+    assert_eq!(
+        sh_ok(&s, id, "ulimit -u; ulimit -v"),
+        format!("64\n{}\n", 256 << 10)
+    );
+    // RLIMIT_NPROC counts the container's processes (its user namespace's), so a storm stops.
+    let out = sh_ok(
+        &s,
+        id,
+        "python3 -c \"import subprocess\nk=[]\nfor _ in range(100):\n  try: k.append(subprocess.Popen(['sleep','30']))\n  except OSError: pass\nprint(len(k))\nfor p in k: p.kill()\"",
+    );
+    let started: u32 = out.trim().parse().expect("a count");
+    assert!((10..64).contains(&started), "{out}");
+    // RLIMIT_AS: an allocation past the limit fails in the process.
+    let v = sh(
+        &s,
+        id,
+        "python3 -c \"x = b'x' * (600 << 20); print(len(x))\"",
+    );
+    assert_ne!(v["exitCode"], 0, "{v}");
+    assert!(
+        v["stderr"].as_str().unwrap_or("").contains("MemoryError"),
+        "{v}"
+    );
+    assert_eq!(sh_ok(&s, id, "echo alive"), "alive\n");
+    delete_sandbox(&s, id);
 }

@@ -183,9 +183,17 @@ impl OciCli {
         )))
     }
 
-    /// `kill --all <id> KILL`.
+    /// `kill --all <id> KILL`; where that fails (a rootless container without a cgroup has
+    /// nothing to list its processes by), `kill <id> KILL`: the init's death ends its pid
+    /// namespace and every process in it.
     pub(crate) fn kill_all(&self, id: &str) -> Result<()> {
-        command::run(&mut self.command(["kill", "--all", id, "KILL"])).map(drop)
+        match command::run(&mut self.command(["kill", "--all", id, "KILL"])) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(id, error = %e, "kill --all failed; killing the init");
+                command::run(&mut self.command(["kill", id, "KILL"])).map(drop)
+            }
+        }
     }
 
     /// `delete [--force] <id>`.
