@@ -119,13 +119,7 @@ pub fn wrapper() -> Vec<String> {
 __hybox_rc=$?
 trap - EXIT
 { printf 'status\0%s\0cwd\0%s\0' "$__hybox_rc" "$PWD"
-  for __hybox_n in ${!A*} ${!B*} ${!C*} ${!D*} ${!E*} ${!F*} ${!G*} ${!H*} ${!I*} ${!J*} ${!K*} ${!L*} ${!M*} ${!N*} ${!O*} ${!P*} ${!Q*} ${!R*} ${!S*} ${!T*} ${!U*} ${!V*} ${!W*} ${!X*} ${!Y*} ${!Z*} ${!a*} ${!b*} ${!c*} ${!d*} ${!e*} ${!f*} ${!g*} ${!h*} ${!i*} ${!j*} ${!k*} ${!l*} ${!m*} ${!n*} ${!o*} ${!p*} ${!q*} ${!r*} ${!s*} ${!t*} ${!u*} ${!v*} ${!w*} ${!x*} ${!y*} ${!z*} ${!_*}; do
-    case $__hybox_n in __hybox*) continue;; esac
-    __hybox_a=${!__hybox_n@a}
-    case $__hybox_a in *[aA]*) continue;; esac
-    printf 'var\0%s\0%s\0' "$__hybox_n" "${!__hybox_n}"
-    case $__hybox_a in *x*) printf 'exp\0%s\0' "$__hybox_n";; esac
-  done
+  printf 'decl\0'; declare -p; printf '\0'
   unset -f __hybox_status __hybox_report
   printf 'fns\0'; declare -f; alias -p; printf '\0'
 } >&3 2>/dev/null
@@ -223,24 +217,152 @@ pub fn parse_report(bytes: &[u8]) -> Option<Report> {
         match tag {
             b"status" => r.status = fields.next().and_then(|v| text(v).parse().ok()),
             b"cwd" => r.cwd = fields.next().map(text),
-            b"var" => {
-                let (Some(k), Some(v)) = (fields.next(), fields.next()) else {
-                    return None;
-                };
-                r.vars.insert(text(k), text(v));
+            b"decl" => {
+                let (vars, exported) = parse_declare(fields.next()?)?;
+                r.vars = vars;
+                r.exported = exported;
             }
             b"fns" => r.functions = fields.next().map(text),
-            b"exp" => {
-                if let Some(k) = fields.next() {
-                    r.exported.insert(text(k));
-                }
-            }
             b"" => {}
             _ => return None,
         }
     }
     r.status?;
     Some(r)
+}
+
+/// Parses what `declare -p` prints: one `declare -FLAGS NAME[=VALUE]` per line, values in
+/// double quotes (`\` before `"`, `\`, `$` and `` ` ``) or, when they hold control characters,
+/// in `$'...'` (C escapes). Arrays, namerefs and variables without a value (declared but unset,
+/// or bash's dynamic ones) are left out. Returns the variables and the exported names.
+fn parse_declare(text: &[u8]) -> Option<(BTreeMap<String, String>, BTreeSet<String>)> {
+    let mut vars = BTreeMap::new();
+    let mut exported = BTreeSet::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        rest = rest.strip_prefix(b"declare -")?;
+        let sp = rest.iter().position(|b| *b == b' ')?;
+        let flags = &rest[..sp];
+        rest = &rest[sp + 1..];
+        let end = rest
+            .iter()
+            .position(|b| matches!(b, b'=' | b'\n'))
+            .unwrap_or(rest.len());
+        let name = String::from_utf8_lossy(&rest[..end]).into_owned();
+        rest = &rest[end..];
+        let value = match rest.first() {
+            Some(b'=') => {
+                let (value, after) = declare_value(&rest[1..])?;
+                rest = after;
+                Some(value)
+            }
+            _ => None,
+        };
+        rest = rest.strip_prefix(b"\n").unwrap_or(rest);
+        let skipped = flags.iter().any(|f| matches!(f, b'a' | b'A' | b'n'));
+        if let (Some(value), false) = (value, skipped) {
+            if flags.contains(&b'x') {
+                exported.insert(name.clone());
+            }
+            vars.insert(name, String::from_utf8_lossy(&value).into_owned());
+        }
+    }
+    Some((vars, exported))
+}
+
+/// One quoted value of `declare -p` and what follows it; `None` when it is not one.
+fn declare_value(s: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let mut out = Vec::new();
+    if let Some(body) = s.strip_prefix(b"\"") {
+        let mut i = 0;
+        while i < body.len() {
+            match body[i] {
+                b'"' => return Some((out, &body[i + 1..])),
+                b'\\' if matches!(body.get(i + 1), Some(b'"' | b'\\' | b'$' | b'`')) => {
+                    out.push(body[i + 1]);
+                    i += 2;
+                }
+                c => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        return None;
+    }
+    if let Some(body) = s.strip_prefix(b"$'") {
+        let mut i = 0;
+        while i < body.len() {
+            match body[i] {
+                b'\'' => return Some((out, &body[i + 1..])),
+                b'\\' => {
+                    let (bytes, used) = c_escape(&body[i + 1..])?;
+                    out.extend(bytes);
+                    i += 1 + used;
+                }
+                c => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        return None;
+    }
+    // An array or anything else unquoted: up to the end of the line.
+    let end = s.iter().position(|b| *b == b'\n').unwrap_or(s.len());
+    Some((s[..end].to_vec(), &s[end..]))
+}
+
+/// The bytes of the C escape `s` starts with (after its backslash), and how many bytes it took.
+fn c_escape(s: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let c = *s.first()?;
+    let simple = match c {
+        b'a' => Some(7),
+        b'b' => Some(8),
+        b'e' | b'E' => Some(27),
+        b'f' => Some(12),
+        b'n' => Some(b'\n'),
+        b'r' => Some(b'\r'),
+        b't' => Some(b'\t'),
+        b'v' => Some(11),
+        b'\\' | b'\'' | b'"' | b'?' => Some(c),
+        _ => None,
+    };
+    if let Some(b) = simple {
+        return Some((vec![b], 1));
+    }
+    let digits = |radix: u32, max: usize, from: usize| -> (u32, usize) {
+        let mut v = 0u32;
+        let mut n = 0;
+        while n < max {
+            match s.get(from + n).and_then(|d| char::from(*d).to_digit(radix)) {
+                Some(d) => {
+                    v = v * radix + d;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        (v, n)
+    };
+    match c {
+        b'0'..=b'7' => {
+            let (v, n) = digits(8, 3, 0);
+            Some((vec![(v & 0xff) as u8], n))
+        }
+        b'x' => {
+            let (v, n) = digits(16, 2, 1);
+            (n > 0).then(|| (vec![(v & 0xff) as u8], 1 + n))
+        }
+        b'u' | b'U' => {
+            let (v, n) = digits(16, if c == b'u' { 4 } else { 8 }, 1);
+            let ch = char::from_u32(v).filter(|_| n > 0)?;
+            Some((ch.to_string().into_bytes(), 1 + n))
+        }
+        b'c' => s.get(1).map(|x| (vec![x & 0x1f], 2)),
+        // Not an escape bash writes: kept as it is.
+        _ => Some((vec![b'\\', c], 1)),
+    }
 }
 
 /// The session state after a command that started from `before` and reported `report`, with
@@ -300,7 +422,7 @@ mod tests {
 
     #[test]
     fn report_round_trip_and_base_filter() {
-        let raw = b"status\x002\x00cwd\x00/workspace/x\x00var\x00FOO\x00a\nb\x00var\x00PATH\x00/bin\x00var\x00LOCAL\x001\x00var\x00PWD\x00/w\x00exp\x00FOO\x00exp\x00PATH\x00";
+        let raw = b"status\x002\x00cwd\x00/workspace/x\x00decl\x00declare -x FOO=$'a\\nb'\ndeclare -x PATH=\"/bin\"\ndeclare -- LOCAL=\"1\"\ndeclare -x PWD=\"/w\"\n\x00";
         let r = parse_report(raw).expect("parses");
         assert_eq!(r.status, Some(2));
         assert_eq!(r.cwd.as_deref(), Some("/workspace/x"));
@@ -319,6 +441,43 @@ mod tests {
         assert!(!after.vars.contains_key("PWD"));
         assert_eq!(parse_report(b""), None);
         assert_eq!(parse_report(b"bogus\0"), None);
+    }
+
+    #[test]
+    fn declare_p_is_read_back_exactly() {
+        // What bash 5.2 prints for these (see the real-bash test below for the round trip).
+        let text = concat!(
+            "declare -- A=\"x y\"\n",
+            "declare -- B=$'a\\nb\\tc'\n",
+            "declare -- C=\"q\\\"uo\\$te\\\\back\\`t\"\n",
+            "declare -- D=\"h\u{e9}llo\"\n",
+            "declare -- E=$'\\001ctl\\x7f\\u00e9\\''\n",
+            "declare -x F=\"1\"\n",
+            "declare -i G=\"5\"\n",
+            "declare -a H=([0]=\"1\" [1]=\"2\")\n",
+            "declare -A I=([k]=\"v\" )\n",
+            "declare -- J\n",
+            "declare -x OLDPWD\n",
+            "declare -- K=\"\"\n",
+            "declare -n R=\"A\"\n",
+            "declare -ir UID=\"0\"\n",
+        );
+        let (vars, exported) = parse_declare(text.as_bytes()).expect("parses");
+        let get = |k: &str| vars.get(k).map(String::as_str);
+        assert_eq!(get("A"), Some("x y"));
+        assert_eq!(get("B"), Some("a\nb\tc"));
+        assert_eq!(get("C"), Some("q\"uo$te\\back`t"));
+        assert_eq!(get("D"), Some("h\u{e9}llo"));
+        assert_eq!(get("E"), Some("\u{1}ctl\u{7f}\u{e9}'"));
+        assert_eq!(get("G"), Some("5"));
+        assert_eq!(get("K"), Some(""));
+        assert_eq!(get("UID"), Some("0"));
+        for absent in ["H", "I", "J", "OLDPWD", "R"] {
+            assert_eq!(get(absent), None, "{absent}");
+        }
+        assert_eq!(exported, ["F".to_owned()].into_iter().collect());
+        assert_eq!(parse_declare(b"declare -- X=\"open\n"), None);
+        assert_eq!(parse_declare(b"nonsense\n"), None);
     }
 
     #[test]
@@ -381,7 +540,7 @@ mod tests {
         };
         let (_, r) = run_bash(
             dir.path(),
-            "cd /tmp && export A='x y' && B=2 && f() { echo \"f:$1\"; } && alias g='echo g' && false",
+            "cd /tmp && export A='x y' && B=2 && f() { echo \"f:$1\"; } && alias g='echo g' && N=$'l1\\nl2\\t\\001' && Q=\"\\\"\\$\\`\\\\'\" && U='h\u{e9}' && declare -a ARR=(1 2) && false",
             &st0,
         );
         let st1 = apply_report(&st0, &r, &base);
@@ -389,6 +548,10 @@ mod tests {
         assert_eq!(st1.last_status, 1);
         assert_eq!(st1.vars.get("A").map(String::as_str), Some("x y"));
         assert!(st1.exported.contains("A") && !st1.exported.contains("B"));
+        assert_eq!(st1.vars.get("N").map(String::as_str), Some("l1\nl2\t\u{1}"));
+        assert_eq!(st1.vars.get("Q").map(String::as_str), Some("\"$`\\'"));
+        assert_eq!(st1.vars.get("U").map(String::as_str), Some("h\u{e9}"));
+        assert!(!st1.vars.contains_key("ARR"));
         assert!(!st1.vars.contains_key("PATH"));
         assert!(st1.functions.contains("f ()"), "{}", st1.functions);
         assert!(st1.functions.contains("alias g='echo g'"));

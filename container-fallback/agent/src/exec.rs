@@ -55,6 +55,10 @@ pub fn watch_host<E: Send + 'static>(
     })
 }
 
+/// A tail this long fits in an empty pipe (Linux gives a pipe 64 KiB) and is written without
+/// a thread.
+const TAIL_INLINE: usize = 32 << 10;
+
 /// The most spares kept at once; the oldest goes first.
 const MAX_SPARES: usize = 4;
 
@@ -273,10 +277,15 @@ pub fn run(agent: &'static Agent, mut stream: UnixStream, req: &Map) -> Result<(
     let fed = (|| -> std::io::Result<()> {
         if let (Some(mut w), Some(bytes)) = (tail_w, tail) {
             // Like stdin: a command that exits without reading it gets EPIPE, its business.
-            let bytes = bytes.to_vec();
-            thread("tail", move || {
-                let _ = w.write_all(&bytes);
-            })?;
+            // What fits in the new pipe's buffer is written at once (it cannot block).
+            if bytes.len() <= TAIL_INLINE {
+                let _ = w.write_all(bytes);
+            } else {
+                let bytes = bytes.to_vec();
+                thread("tail", move || {
+                    let _ = w.write_all(&bytes);
+                })?;
+            }
         }
         if let Some(mut input) = child_stdin {
             if stdin.is_empty() {
