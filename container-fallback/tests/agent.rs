@@ -1013,6 +1013,17 @@ fn tail_spec(tag: &str) -> ExecSpec {
     }
 }
 
+/// Runs `spec` with `tail` on its fd 4.
+async fn exec_tail(client: &AgentClient, spec: ExecSpec, tail: &[u8]) -> ExecStream {
+    client
+        .exec(ExecSpec {
+            tail: Some(tail.to_vec()),
+            ..spec
+        })
+        .await
+        .expect("exec")
+}
+
 #[tokio::test]
 async fn a_prepared_spare_runs_the_next_identical_exec() {
     let a = Agent::start().await;
@@ -1038,14 +1049,7 @@ async fn a_prepared_spare_runs_the_next_identical_exec() {
     assert_eq!(out.code, Some(3));
     assert_eq!(text(&out.state), "s1\n");
     // No spare left: the next one starts its own, with stdin empty (end of file at once).
-    let s = a
-        .client
-        .exec(ExecSpec {
-            tail: Some(b"cat; echo fresh".to_vec()),
-            ..base.clone()
-        })
-        .await
-        .expect("exec");
+    let s = exec_tail(&a.client, base.clone(), b"cat; echo fresh").await;
     assert_ne!(s.pid(), spare);
     let out = collect(s).await;
     assert_eq!((text(&out.stdout), out.code), ("fresh\n", Some(0)));
@@ -1057,14 +1061,7 @@ async fn a_spare_is_taken_only_by_the_same_fields_and_only_alive() {
     let s1 = tail_spec("one");
     let spare = a.client.prepare(&s1).await.expect("prepare");
     // Other arguments: not this spare, which stays parked.
-    let s = a
-        .client
-        .exec(ExecSpec {
-            tail: Some(b"echo other".to_vec()),
-            ..tail_spec("two")
-        })
-        .await
-        .expect("exec");
+    let s = exec_tail(&a.client, tail_spec("two"), b"echo other").await;
     assert_ne!(s.pid(), spare);
     let out = collect(s).await;
     assert_eq!((text(&out.stdout), text(&out.state)), ("other\n", "two\n"));
@@ -1072,14 +1069,7 @@ async fn a_spare_is_taken_only_by_the_same_fields_and_only_alive() {
     // Killed while parked: the exec starts a new one and still runs.
     signal(spare, libc::SIGKILL);
     assert!(wait_gone(spare));
-    let s = a
-        .client
-        .exec(ExecSpec {
-            tail: Some(b"echo after".to_vec()),
-            ..s1.clone()
-        })
-        .await
-        .expect("exec");
+    let s = exec_tail(&a.client, s1.clone(), b"echo after").await;
     assert_ne!(s.pid(), spare);
     let out = collect(s).await;
     assert_eq!((text(&out.stdout), out.code), ("after\n", Some(0)));

@@ -107,6 +107,23 @@ fn rootless_server(env: &[(&str, &str)]) -> Option<(Server, tempfile::TempDir, (
     Some((s, dir, owner))
 }
 
+/// Starts 100 `sleep`s in the container of `id` (limited to 64 tasks): between 10 and 63 must
+/// start. Then allocates 600 MiB (limited to 256): returns how that command ended.
+fn storm_and_hog(s: &Server, id: &str) -> serde_json::Value {
+    let out = sh_ok(
+        s,
+        id,
+        "python3 -c \"import subprocess\nk=[]\nfor _ in range(100):\n  try: k.append(subprocess.Popen(['sleep','30']))\n  except OSError: pass\nprint(len(k))\nfor p in k: p.kill()\"",
+    );
+    let started: u32 = out.trim().parse().expect("a count");
+    assert!((10..64).contains(&started), "{out}");
+    sh(
+        s,
+        id,
+        "python3 -c \"x = b'x' * (600 << 20); print(len(x))\"",
+    )
+}
+
 fn container_dir(s: &Server, id: &str) -> PathBuf {
     s.data_dir.join("containers").join(id)
 }
@@ -214,18 +231,7 @@ fn an_ordinary_user_runs_the_container_route() {
     // The delegated cgroup holds the limits: a fork storm stops at 64 tasks.
     let cg = sh_ok(&s, id, "cat /proc/self/cgroup");
     assert!(cg.contains(&format!("hybox-{uid}/{id}")), "{cg}");
-    let out = sh_ok(
-        &s,
-        id,
-        "python3 -c \"import subprocess\nk=[]\nfor _ in range(100):\n  try: k.append(subprocess.Popen(['sleep','30']))\n  except OSError: pass\nprint(len(k))\nfor p in k: p.kill()\"",
-    );
-    let started: u32 = out.trim().parse().expect("a count");
-    assert!((10..64).contains(&started), "{out}");
-    let v = sh(
-        &s,
-        id,
-        "python3 -c \"x = b'x' * (600 << 20); print(len(x))\"",
-    );
+    let v = storm_and_hog(&s, id);
     assert_eq!(v["exitCode"], 137, "killed for memory: {v}");
 
     // A background server reached through its preview URL (spliced by the agent).
@@ -269,19 +275,8 @@ fn without_a_delegated_cgroup_rlimits_stop_a_fork_storm_and_a_memory_hog() {
         format!("64\n{}\n", 256 << 10)
     );
     // RLIMIT_NPROC counts the container's processes (its user namespace's), so a storm stops.
-    let out = sh_ok(
-        &s,
-        id,
-        "python3 -c \"import subprocess\nk=[]\nfor _ in range(100):\n  try: k.append(subprocess.Popen(['sleep','30']))\n  except OSError: pass\nprint(len(k))\nfor p in k: p.kill()\"",
-    );
-    let started: u32 = out.trim().parse().expect("a count");
-    assert!((10..64).contains(&started), "{out}");
     // RLIMIT_AS: an allocation past the limit fails in the process.
-    let v = sh(
-        &s,
-        id,
-        "python3 -c \"x = b'x' * (600 << 20); print(len(x))\"",
-    );
+    let v = storm_and_hog(&s, id);
     assert_ne!(v["exitCode"], 0, "{v}");
     assert!(
         v["stderr"].as_str().unwrap_or("").contains("MemoryError"),

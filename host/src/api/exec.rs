@@ -181,17 +181,7 @@ async fn run(p: Planned, sink: Option<EventSink>) -> Result<(RunOutcome, String)
             containers,
             command,
             ..
-        } => {
-            run_container(
-                &containers,
-                &p.sb,
-                &command,
-                st,
-                &p.limits,
-                sink,
-            )
-            .await?
-        }
+        } => run_container(&containers, &p.sb, &command, st, &p.limits, sink).await?,
     };
     // The call's own env and cwd do not stay in the session, unless the command changed them.
     for (k, v) in &p.env {
