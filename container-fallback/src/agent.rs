@@ -429,18 +429,20 @@ impl AgentClient {
         })
     }
 
-    /// Starts the command of a later [`exec`](Self::exec) with a `tail` and the same `argv`,
-    /// `env`, `cwd` and `state_fd` ahead of it (its `stdin` and `tail` are ignored here). The
-    /// agent keeps a few such spares, each for at most ten minutes. Returns the spare's pid.
+    /// Makes sure `count` commands of later [`exec`](Self::exec)s with a `tail` and the same
+    /// `argv`, `env`, `cwd` and `state_fd` wait started (its `stdin` and `tail` are ignored
+    /// here), starting as many as are missing; each such exec takes one. The agent keeps at
+    /// most four spares, each for at most ten minutes. Returns the newest spare's pid.
     ///
     /// # Errors
     /// The agent is unreachable or the program cannot be started.
-    pub async fn prepare(&self, spec: &ExecSpec) -> Result<u32> {
+    pub async fn prepare(&self, spec: &ExecSpec, count: u32) -> Result<u32> {
         let req = Map::new()
             .with("argv", proto::strings(&spec.argv))
             .with("env", proto::pairs(&spec.env))
             .with("cwd", spec.cwd.as_str())
-            .with("state_fd", spec.state_fd);
+            .with("state_fd", spec.state_fd)
+            .with("count", count);
         pid_of(&self.call(kind::PREPARE, &req).await?)
     }
 

@@ -143,6 +143,11 @@ eval "$__hybox_cmd"
     ]
 }
 
+/// How many started [`wrapper`]s the host keeps waiting in a running container: two, so a
+/// command sent right after another still finds one that has finished starting while the
+/// next is being started.
+pub const SPARES: u32 = 2;
+
 /// The exec of [`wrapper`] in an image whose environment is `env`, reading `tail` (from
 /// [`tail`]) on fd 4; without a tail, the spec to `PREPARE` a spare for such execs.
 #[must_use]

@@ -1028,10 +1028,13 @@ async fn exec_tail(client: &AgentClient, spec: ExecSpec, tail: &[u8]) -> ExecStr
 async fn a_prepared_spare_runs_the_next_identical_exec() {
     let a = Agent::start().await;
     let base = tail_spec("s1");
-    let spare = a.client.prepare(&base).await.expect("prepare");
+    let spare = a.client.prepare(&base, 1).await.expect("prepare");
     assert!(alive(spare), "the spare waits for its command");
-    // Preparing again keeps the one that waits.
-    assert_eq!(a.client.prepare(&base).await.expect("prepare"), spare);
+    // Preparing again keeps the one that waits; asking for two starts one more.
+    assert_eq!(a.client.prepare(&base, 1).await.expect("prepare"), spare);
+    let second = a.client.prepare(&base, 2).await.expect("prepare");
+    assert_ne!(second, spare);
+    assert_eq!(a.client.prepare(&base, 2).await.expect("prepare"), second);
     // Same fields: the spare runs it (same pid), reading the tail on fd 4 and stdin as given.
     let s = a
         .client
@@ -1048,7 +1051,11 @@ async fn a_prepared_spare_runs_the_next_identical_exec() {
     assert_eq!(text(&out.stderr), "err\n");
     assert_eq!(out.code, Some(3));
     assert_eq!(text(&out.state), "s1\n");
-    // No spare left: the next one starts its own, with stdin empty (end of file at once).
+    // The second spare takes the next one; then none is left and one starts its own, with
+    // stdin empty (end of file at once).
+    let s = exec_tail(&a.client, base.clone(), b"echo second").await;
+    assert_eq!(s.pid(), second);
+    assert_eq!(text(&collect(s).await.stdout), "second\n");
     let s = exec_tail(&a.client, base.clone(), b"cat; echo fresh").await;
     assert_ne!(s.pid(), spare);
     let out = collect(s).await;
@@ -1059,7 +1066,7 @@ async fn a_prepared_spare_runs_the_next_identical_exec() {
 async fn a_spare_is_taken_only_by_the_same_fields_and_only_alive() {
     let a = Agent::start().await;
     let s1 = tail_spec("one");
-    let spare = a.client.prepare(&s1).await.expect("prepare");
+    let spare = a.client.prepare(&s1, 1).await.expect("prepare");
     // Other arguments: not this spare, which stays parked.
     let s = exec_tail(&a.client, tail_spec("two"), b"echo other").await;
     assert_ne!(s.pid(), spare);
@@ -1078,7 +1085,7 @@ async fn a_spare_is_taken_only_by_the_same_fields_and_only_alive() {
     for i in 0..6 {
         pids.push(
             a.client
-                .prepare(&tail_spec(&format!("p{i}")))
+                .prepare(&tail_spec(&format!("p{i}")), 1)
                 .await
                 .expect("prepare"),
         );
@@ -1091,10 +1098,13 @@ async fn a_spare_is_taken_only_by_the_same_fields_and_only_alive() {
     // A spare of a program that cannot start is refused up front.
     let bad = a
         .client
-        .prepare(&ExecSpec {
-            tail: None,
-            ..spec(&["/nonexistent/program"])
-        })
+        .prepare(
+            &ExecSpec {
+                tail: None,
+                ..spec(&["/nonexistent/program"])
+            },
+            1,
+        )
         .await;
     assert!(matches!(bad, Err(AgentError::Refused(_))), "{bad:?}");
 }
@@ -1117,7 +1127,7 @@ async fn probe_spare_latency() {
         let mut with = Vec::new();
         let mut without = Vec::new();
         for _ in 0..30 {
-            a.client.prepare(&base).await.expect("prepare");
+            a.client.prepare(&base, 1).await.expect("prepare");
             tokio::time::sleep(Duration::from_millis(20)).await;
             let t = Instant::now();
             let out = run(

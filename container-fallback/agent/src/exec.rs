@@ -101,11 +101,12 @@ impl Spares {
         *list = kept;
     }
 
-    /// The pid of a live spare for `key` (dead ones are dropped).
-    fn live(&self, key: &[u8]) -> Option<i32> {
+    /// How many live spares `key` has (dead ones are dropped), and the newest one's pid.
+    fn live(&self, key: &[u8]) -> (usize, Option<i32>) {
         let mut list = lock(&self.0);
         list.retain(|s| sys::group_alive(s.pid));
-        list.iter().find(|s| s.key == key).map(|s| s.pid)
+        let mine: Vec<i32> = list.iter().filter(|s| s.key == key).map(|s| s.pid).collect();
+        (mine.len(), mine.last().copied())
     }
 
     fn take(&self, key: &[u8]) -> Option<Started> {
@@ -210,21 +211,21 @@ fn start(
     })
 }
 
-/// Runs a `PREPARE` request: makes sure a spare for a future identical `EXEC` with a `tail`
-/// waits (starting and parking one unless a live one does), and answers its `{pid}`.
+/// Runs a `PREPARE` request: makes sure `count` spares (default 1, at most [`MAX_SPARES`])
+/// for a future identical `EXEC` with a `tail` wait, starting as many as are missing, and
+/// answers the newest one's `{pid}`.
 pub fn prepare(agent: &'static Agent, mut stream: UnixStream, req: &Map) -> Result<(), Fail> {
     let launch = Launch::from_map(req)?;
     let state_fd = req.bool("state_fd")?;
+    let want = req.opt_u64("count")?.unwrap_or(1).clamp(1, MAX_SPARES as u64) as usize;
     let key = key_of(&launch, state_fd);
-    let pid = match agent.spares.live(&key) {
-        Some(pid) => pid,
-        None => {
-            let started = start(agent, &launch, state_fd, true, true, key)?;
-            let pid = started.pid;
-            agent.spares.park(started);
-            pid
-        }
-    };
+    let (live, mut pid) = agent.spares.live(&key);
+    for _ in live..want {
+        let started = start(agent, &launch, state_fd, true, true, key.clone())?;
+        pid = Some(started.pid);
+        agent.spares.park(started);
+    }
+    let pid = pid.ok_or_else(|| Fail::Protocol("no spare".into()))?;
     write_frame(
         &mut stream,
         kind::OK,

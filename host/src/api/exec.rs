@@ -386,7 +386,7 @@ pub(super) async fn run_container(
     let client = handle.client.clone();
     let spare = cshell::exec_spec(handle.base_env.clone(), None);
     tokio::spawn(async move {
-        if let Err(e) = client.prepare(&spare).await {
+        if let Err(e) = client.prepare(&spare, cshell::SPARES).await {
             tracing::debug!(error = %e, "starting a spare shell failed");
         }
     });

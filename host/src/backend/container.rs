@@ -302,7 +302,10 @@ impl Containers {
         let spare = hybox_container_fallback::shell::exec_spec(manifest.env.clone(), None);
         let c = client.clone();
         tokio::spawn(async move {
-            if let Err(e) = c.prepare(&spare).await {
+            if let Err(e) = c
+                .prepare(&spare, hybox_container_fallback::shell::SPARES)
+                .await
+            {
                 tracing::debug!(error = %e, "starting a spare shell failed");
             }
         });
