@@ -1389,3 +1389,31 @@ fn exposing_is_idempotent_per_token_and_tokens_are_unique() {
     assert_eq!(invalid.json["valid"], false);
     assert_eq!(s.delete("/v1/sandboxes/ports").status, 200);
 }
+
+#[test]
+fn a_command_waiting_for_its_container_keeps_its_deadline() {
+    let Some(s) = server() else { return };
+    let id = "deadline";
+    sandbox(&s, id, &json!({}));
+    // 1 ms is less than any container start: the command gives up while it starts...
+    let a = exec(
+        &s,
+        id,
+        &json!({"command": "echo never", "runtime": "container", "timeoutMs": 1}),
+    );
+    assert_eq!(
+        (a.status, a.json["code"].as_str()),
+        (408, Some("TIMEOUT")),
+        "{a:?}"
+    );
+    assert_eq!(
+        a.json["details"]["waitingFor"], "the container to start",
+        "{a:?}"
+    );
+    // ...which goes on, so the container runs for the next one.
+    assert!(eventually(Duration::from_secs(30), || {
+        s.get(&format!("/v1/sandboxes/{id}")).json["container"]["status"] == "running"
+    }));
+    assert_eq!(sh_ok(&s, id, "echo now"), "now\n");
+    delete_sandbox(&s, id);
+}

@@ -181,7 +181,7 @@ async fn run(p: Planned, sink: Option<EventSink>) -> Result<(RunOutcome, String)
             containers,
             command,
             ..
-        } => run_container(&containers, &p.sb, &command, st, &p.limits, sink).await?,
+        } => run_container(containers, p.sb.clone(), &command, st, &p.limits, sink).await?,
     };
     // The call's own env and cwd do not stay in the session, unless the command changed them.
     for (k, v) in &p.env {
@@ -275,15 +275,37 @@ fn to_container(st: &ShellState) -> cshell::SessionState {
 /// state goes in, the state the command ends with comes back. The deadline, cancellation and
 /// the output cap apply as on the wasm route (the command's process group is killed).
 pub(super) async fn run_container(
-    containers: &Containers,
-    sb: &Sandbox,
+    containers: Arc<Containers>,
+    sb: Arc<Sandbox>,
     command: &str,
     st: ShellState,
     limits: &RunLimits,
     mut sink: Option<EventSink>,
 ) -> Result<(RunOutcome, ShellState), ApiError> {
     let started = std::time::Instant::now();
-    let handle = containers.handle(sb).await?;
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    // The container may have to start (or its image be built) first: that counts against the
+    // command's deadline and can be cancelled. The start runs on its own, so one given up on
+    // here still completes and is kept for the next command.
+    let mut starting = tokio::spawn(async move { containers.handle(&sb).await });
+    let handle = loop {
+        tokio::select! {
+            h = &mut starting => break h.map_err(|e| ApiError::Internal(e.into()))??,
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(ApiError::Timeout {
+                    timeout_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
+                    details: json!({ "stdout": "", "stderr": "", "waitingFor": "the container to start" }),
+                });
+            }
+            () = tokio::time::sleep(std::time::Duration::from_millis(10)) => {
+                if limits.cancel.is_cancelled() {
+                    return Err(ApiError::Cancelled {
+                        details: json!({ "stdout": "", "stderr": "", "waitingFor": "the container to start" }),
+                    });
+                }
+            }
+        }
+    };
     let before = to_container(&st);
     let spec = cshell::exec_spec(
         handle.base_env.clone(),
@@ -308,7 +330,6 @@ pub(super) async fn run_container(
     }));
     let mut outcome = RunOutcome::default();
     let mut bytes = [0u64; 2];
-    let deadline = tokio::time::Instant::now() + limits.timeout;
     let mut report = None;
     // A character split between two chunks is decoded whole, with the second.
     let mut carry: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
