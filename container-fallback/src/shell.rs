@@ -143,10 +143,10 @@ eval "$__hybox_cmd"
     ]
 }
 
-/// How many started [`wrapper`]s the host keeps waiting in a running container: two, so a
-/// command sent right after another still finds one that has finished starting while the
-/// next is being started.
-pub const SPARES: u32 = 2;
+/// How many started [`wrapper`]s the host keeps waiting in a running container. One: a second
+/// helps only commands sent back to back faster than a bash starts (about a millisecond here),
+/// and costs every idle container another bash (docs/containers.md has both measured).
+pub const SPARES: u32 = 1;
 
 /// The exec of [`wrapper`] in an image whose environment is `env`, reading `tail` (from
 /// [`tail`]) on fd 4; without a tail, the spec to `PREPARE` a spare for such execs.
