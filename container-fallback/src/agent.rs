@@ -414,12 +414,8 @@ impl AgentClient {
     /// # Errors
     /// The agent is unreachable or the program cannot be started (then `Refused` with why).
     pub async fn exec(&self, spec: ExecSpec) -> Result<ExecStream> {
-        let req = Map::new()
-            .with("argv", proto::strings(&spec.argv))
-            .with("env", proto::pairs(&spec.env))
-            .with("cwd", spec.cwd)
+        let req = launch_fields(&spec)
             .with("stdin", spec.stdin)
-            .with("state_fd", spec.state_fd)
             .with_opt("tail", spec.tail);
         let mut conn = Conn::open(&self.socket, kind::EXEC, &req).await?;
         let m = conn.answer().await?;
@@ -437,12 +433,7 @@ impl AgentClient {
     /// # Errors
     /// The agent is unreachable or the program cannot be started.
     pub async fn prepare(&self, spec: &ExecSpec, count: u32) -> Result<u32> {
-        let req = Map::new()
-            .with("argv", proto::strings(&spec.argv))
-            .with("env", proto::pairs(&spec.env))
-            .with("cwd", spec.cwd.as_str())
-            .with("state_fd", spec.state_fd)
-            .with("count", count);
+        let req = launch_fields(spec).with("count", count);
         pid_of(&self.call(kind::PREPARE, &req).await?)
     }
 
@@ -832,6 +823,15 @@ fn unexpected(k: u8, payload: &[u8]) -> AgentError {
         proto::error::REFUSED => AgentError::Refused(message),
         _ => AgentError::Protocol(message),
     }
+}
+
+/// The fields of an `EXEC` that decide what is started (the ones a `PREPARE` takes too).
+fn launch_fields(spec: &ExecSpec) -> Map {
+    Map::new()
+        .with("argv", proto::strings(&spec.argv))
+        .with("env", proto::pairs(&spec.env))
+        .with("cwd", spec.cwd.as_str())
+        .with("state_fd", spec.state_fd)
 }
 
 fn pid_of(m: &Map) -> Result<u32> {

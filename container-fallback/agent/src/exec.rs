@@ -24,7 +24,7 @@ pub const LINGER: Duration = Duration::from_millis(100);
 /// The most state bytes kept (they travel in one frame).
 const MAX_STATE: usize = 8 << 20;
 
-pub enum Ev {
+enum Ev {
     Out(Vec<u8>),
     Err(Vec<u8>),
     OutEof,
@@ -105,8 +105,8 @@ impl Spares {
     fn live(&self, key: &[u8]) -> (usize, Option<i32>) {
         let mut list = lock(&self.0);
         list.retain(|s| sys::group_alive(s.pid));
-        let mine: Vec<i32> = list.iter().filter(|s| s.key == key).map(|s| s.pid).collect();
-        (mine.len(), mine.last().copied())
+        let mine = list.iter().filter(|s| s.key == key);
+        (mine.clone().count(), mine.last().map(|s| s.pid))
     }
 
     fn take(&self, key: &[u8]) -> Option<Started> {
@@ -217,7 +217,10 @@ fn start(
 pub fn prepare(agent: &'static Agent, mut stream: UnixStream, req: &Map) -> Result<(), Fail> {
     let launch = Launch::from_map(req)?;
     let state_fd = req.bool("state_fd")?;
-    let want = req.opt_u64("count")?.unwrap_or(1).clamp(1, MAX_SPARES as u64) as usize;
+    let want = req
+        .opt_u64("count")?
+        .unwrap_or(1)
+        .clamp(1, MAX_SPARES as u64) as usize;
     let key = key_of(&launch, state_fd);
     let (live, mut pid) = agent.spares.live(&key);
     for _ in live..want {
@@ -241,7 +244,11 @@ pub fn run(agent: &'static Agent, mut stream: UnixStream, req: &Map) -> Result<(
     let launch = Launch::from_map(req)?;
     let stdin = req.bytes("stdin")?.to_vec();
     let state_fd = req.bool("state_fd")?;
-    let tail = req.get("tail").is_some().then(|| req.bytes("tail")).transpose()?;
+    let tail = req
+        .get("tail")
+        .is_some()
+        .then(|| req.bytes("tail"))
+        .transpose()?;
     let mut pending = VecDeque::new();
     let spare = match tail {
         Some(_) => {
@@ -265,7 +272,14 @@ pub fn run(agent: &'static Agent, mut stream: UnixStream, req: &Map) -> Result<(
                 }
             }
         }
-        None => start(agent, &launch, state_fd, !stdin.is_empty(), false, Vec::new())?,
+        None => start(
+            agent,
+            &launch,
+            state_fd,
+            !stdin.is_empty(),
+            false,
+            Vec::new(),
+        )?,
     };
     let Started {
         pid,
@@ -325,16 +339,16 @@ pub fn run(agent: &'static Agent, mut stream: UnixStream, req: &Map) -> Result<(
             ev
         } else {
             match deadline {
-            Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
-                Ok(ev) => ev,
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-            None => match rx.recv() {
-                Ok(ev) => ev,
-                Err(_) => break,
-            },
-        }
+                Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
+                    Ok(ev) => ev,
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(ev) => ev,
+                    Err(_) => break,
+                },
+            }
         };
         let written = match ev {
             Ev::Out(b) => write_frame(&mut stream, kind::STDOUT, &b),

@@ -14,7 +14,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use hybox_fs_layer::cow::{Mount, ViewSpec, Views};
 use hybox_fs_layer::events::NoEvents;
@@ -35,7 +35,8 @@ pub(crate) struct Rootless {
     /// The delegated cgroup containers go under (`/<parent>/<id>`), if any.
     pub(crate) cgroup_parent: Option<String>,
     views: Arc<Views>,
-    mount: Mutex<Option<Mount>>,
+    /// Taken (and unmounted) on drop.
+    mount: Option<Mount>,
 }
 
 impl Rootless {
@@ -78,14 +79,13 @@ impl Rootless {
             gid,
             cgroup_parent,
             views,
-            mount: Mutex::new(Some(mount)),
+            mount: Some(mount),
         })
     }
 
     /// The rootfs of container `id`: the image under `upper` as the view `id`.
     pub(crate) fn attach(&self, id: &str, image: &Path, upper: &Path) -> Result<PathBuf> {
-        let mount = self.mount.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(mount) = mount.as_ref() else {
+        let Some(mount) = self.mount.as_ref() else {
             return Err(RuntimeError::Failed("the rootfs mount is gone".into()));
         };
         if self.views.spec(id).is_some() {
@@ -118,12 +118,7 @@ impl Rootless {
 
 impl Drop for Rootless {
     fn drop(&mut self) {
-        let mount = self
-            .mount
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(m) = mount
+        if let Some(m) = self.mount.take()
             && let Err(e) = m.unmount()
         {
             tracing::warn!(error = %e, "unmounting the rootfs views failed");

@@ -123,6 +123,32 @@ fn register(p: &Planned) -> Registered {
     }
 }
 
+/// Waits for `fut` on behalf of a command that has not started yet: the command's deadline
+/// (counted from `since`) and its cancellation end the wait, as `TIMEOUT` or `CANCELLED` with
+/// `details()` (what it waited for).
+async fn before_start<F: std::future::Future>(
+    fut: F,
+    limits: &RunLimits,
+    since: std::time::Instant,
+    details: impl Fn() -> Value,
+) -> Result<F::Output, ApiError> {
+    tokio::pin!(fut);
+    loop {
+        if let Ok(v) = tokio::time::timeout(std::time::Duration::from_millis(10), &mut fut).await {
+            return Ok(v);
+        }
+        if limits.cancel.is_cancelled() {
+            return Err(ApiError::Cancelled { details: details() });
+        }
+        if since.elapsed() >= limits.timeout {
+            return Err(ApiError::Timeout {
+                timeout_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
+                details: details(),
+            });
+        }
+    }
+}
+
 /// Runs a planned command in its session: per-call cwd and env hold for this call only; `cd`,
 /// `export` and `$?` persist in the session.
 async fn run(p: Planned, sink: Option<EventSink>) -> Result<(RunOutcome, String), ApiError> {
@@ -130,24 +156,13 @@ async fn run(p: Planned, sink: Option<EventSink>) -> Result<(RunOutcome, String)
     // Commands of a session take turns; the wait counts against this command's deadline and
     // ends when it is cancelled, so a queued command never outlives what it was given.
     let queued = std::time::Instant::now();
-    let _turn = loop {
-        if let Ok(turn) =
-            tokio::time::timeout(std::time::Duration::from_millis(10), p.session.turn.lock()).await
-        {
-            break turn;
-        }
-        let waited =
-            json!({ "stdout": "", "stderr": "", "queuedMs": queued.elapsed().as_millis() as u64 });
-        if p.limits.cancel.is_cancelled() {
-            return Err(ApiError::Cancelled { details: waited });
-        }
-        if queued.elapsed() >= p.limits.timeout {
-            return Err(ApiError::Timeout {
-                timeout_ms: u64::try_from(p.limits.timeout.as_millis()).unwrap_or(u64::MAX),
-                details: waited,
-            });
-        }
-    };
+    let _turn = before_start(
+        p.session.turn.lock(),
+        &p.limits,
+        queued,
+        || json!({ "stdout": "", "stderr": "", "queuedMs": queued.elapsed().as_millis() as u64 }),
+    )
+    .await?;
     if p.session.is_destroyed() {
         return Err(ApiError::SessionDestroyed(p.session.id.clone()));
     }
@@ -287,25 +302,15 @@ pub(super) async fn run_container(
     // The container may have to start (or its image be built) first: that counts against the
     // command's deadline and can be cancelled. The start runs on its own, so one given up on
     // here still completes and is kept for the next command.
-    let mut starting = tokio::spawn(async move { containers.handle(&sb).await });
-    let handle = loop {
-        tokio::select! {
-            h = &mut starting => break h.map_err(|e| ApiError::Internal(e.into()))??,
-            () = tokio::time::sleep_until(deadline) => {
-                return Err(ApiError::Timeout {
-                    timeout_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
-                    details: json!({ "stdout": "", "stderr": "", "waitingFor": "the container to start" }),
-                });
-            }
-            () = tokio::time::sleep(std::time::Duration::from_millis(10)) => {
-                if limits.cancel.is_cancelled() {
-                    return Err(ApiError::Cancelled {
-                        details: json!({ "stdout": "", "stderr": "", "waitingFor": "the container to start" }),
-                    });
-                }
-            }
-        }
-    };
+    let starting = tokio::spawn(async move { containers.handle(&sb).await });
+    let handle = before_start(
+        starting,
+        limits,
+        started,
+        || json!({ "stdout": "", "stderr": "", "waitingFor": "the container to start" }),
+    )
+    .await?
+    .map_err(|e| ApiError::Internal(e.into()))??;
     let before = to_container(&st);
     let spec = cshell::exec_spec(
         handle.base_env.clone(),
@@ -402,15 +407,8 @@ pub(super) async fn run_container(
             }
         }
     }
-    // The next command (of any session) finds its bash started: one spare is kept waiting,
-    // started now, off this request's path.
-    let client = handle.client.clone();
-    let spare = cshell::exec_spec(handle.base_env.clone(), None);
-    tokio::spawn(async move {
-        if let Err(e) = client.prepare(&spare, cshell::SPARES).await {
-            tracing::debug!(error = %e, "starting a spare shell failed");
-        }
-    });
+    // The next command (of any session) finds its bash started.
+    handle.top_up_spares();
     Ok((outcome, after))
 }
 

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use hybox_container_fallback::agent::{self, AgentClient};
 use hybox_container_fallback::image::{self, ImageManifest, ImageStore};
 use hybox_container_fallback::runtime::{
-    BindMount, ContainerSpec, Limits, OciChoice, Runtime, RuntimeConfig,
+    BindMount, ContainerSpec, Limits, OciChoice, Runtime, RuntimeConfig, RuntimeInfo,
 };
+use hybox_container_fallback::shell as cshell;
 use serde_json::{Value, json};
 
 use crate::api::error::ApiError;
@@ -81,6 +82,29 @@ pub struct Handle {
     pub base_env: Vec<(String, String)>,
 }
 
+impl Handle {
+    /// Has the agent keep [`cshell::SPARES`] session wrappers started for the next commands
+    /// (see `shell::wrapper`), in the background: nobody waits for it.
+    pub fn top_up_spares(&self) {
+        let client = self.client.clone();
+        let spare = cshell::exec_spec(self.base_env.clone(), None);
+        tokio::spawn(async move {
+            if let Err(e) = client.prepare(&spare, cshell::SPARES).await {
+                tracing::debug!(error = %e, "starting a spare shell failed");
+            }
+        });
+    }
+}
+
+/// How `/v1/health` and the log name where container limits come from.
+fn limits_label(info: &RuntimeInfo) -> &'static str {
+    if info.cgroup_limits {
+        "cgroup"
+    } else {
+        "rlimit"
+    }
+}
+
 /// The container route.
 #[derive(Debug)]
 pub struct Containers {
@@ -118,7 +142,7 @@ impl Containers {
                     version = %info.version,
                     cgroup = ?info.cgroup,
                     rootless = info.rootless,
-                    limits = if info.cgroup_limits { "cgroup" } else { "rlimit" },
+                    limits = limits_label(&info),
                     "container route ready"
                 );
                 // Containers of an earlier server run see a dead workspace mount: stop them.
@@ -298,21 +322,13 @@ impl Containers {
             pid: container.pid,
             started: Instant::now(),
         });
-        // The first command finds its shell started (see `shell::wrapper`).
-        let spare = hybox_container_fallback::shell::exec_spec(manifest.env.clone(), None);
-        let c = client.clone();
-        tokio::spawn(async move {
-            if let Err(e) = c
-                .prepare(&spare, hybox_container_fallback::shell::SPARES)
-                .await
-            {
-                tracing::debug!(error = %e, "starting a spare shell failed");
-            }
-        });
-        Ok(Handle {
+        let handle = Handle {
             client,
             base_env: manifest.env,
-        })
+        };
+        // The first command finds its shell started.
+        handle.top_up_spares();
+        Ok(handle)
     }
 
     fn spec(&self, sb: &Sandbox, image: PathBuf) -> ContainerSpec {
@@ -513,7 +529,7 @@ impl Containers {
                     "runtimeVersion": info.version,
                     "cgroup": format!("{:?}", info.cgroup).to_lowercase(),
                     "rootless": info.rootless,
-                    "limits": if info.cgroup_limits { "cgroup" } else { "rlimit" },
+                    "limits": limits_label(&info),
                     "image": image,
                 })
             }
